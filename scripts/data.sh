@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Generates the test and demo data under data/ (never committed) when absent or when the
+# generating script changed since it was made. Usage: scripts/data.sh [demo|golden|bench]...
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=$root/.venv/bin/python
+cd "$root"
+
+# make DIR SCRIPT ARGS...: regenerate DIR when SCRIPT (or make_checkpoint.py) changed.
+make() {
+  local dir=$1 script=$2; shift 2
+  local stamp
+  stamp=$(cat "$script" scripts/make_checkpoint.py | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp" ]; then
+    rm -rf "$dir"
+    "$py" "$script" "$@"
+    echo "$stamp" > "$dir/.stamp"
+  fi
+}
+
+for what in "${@:-demo golden}"; do
+  for w in $what; do
+    case $w in
+      demo) make data/demo scripts/make_checkpoint.py --preset demo --out data/demo --seed 0 ;;
+      golden)
+        make data/pt_golden scripts/gen_pt_golden.py data/pt_golden
+        make data/context_golden scripts/gen_context_golden.py data/context_golden ;;
+      bench) make data/gpt2-small-random scripts/make_checkpoint.py --preset gpt2-small-random --out data/gpt2-small-random --seed 1 ;;
+      *) echo "unknown data set $w" >&2; exit 2 ;;
+    esac
+  done
+done

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up for building and testing on a fresh machine: system packages, the project
+# venv (torch 2.11.0 = the libtorch tch 0.24 expects) and the links the build uses.
+# The venv lives outside the clone (MC_CACHE_DIR, default ~/.cache/model_context) so fresh
+# clones reuse it; .venv and .libtorch in the clone point at it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${MC_CACHE_DIR:-$HOME/.cache/model_context}
+venv=$cache/venv
+
+need_apt=()
+for tool in gcc g++ make valgrind pkg-config python3; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  pkgs=()
+  for t in "${need_apt[@]}"; do case $t in python3) pkgs+=(python3 python3-venv) ;; *) pkgs+=("$t") ;; esac; done
+  echo "setup: installing ${pkgs[*]}" >&2
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+
+mkdir -p "$cache"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating venv $venv" >&2
+  python3 -m venv "$venv"
+fi
+want=$(sha256sum "$root/requirements.txt" | cut -d' ' -f1)
+have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
+if [ "$want" != "$have" ]; then
+  echo "setup: installing requirements.txt into $venv (torch is about 4.7 GB the first time)" >&2
+  "$venv/bin/pip" install -q -r "$root/requirements.txt"
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+ln -sfn "$venv" "$root/.venv"
+torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+ln -sfn "$torch_dir" "$root/.libtorch"
+
+# tiktoken (Python) downloads its BPE files at first use; serve it the ones tiktoken-rs embeds.
+export TIKTOKEN_CACHE_DIR=${TIKTOKEN_CACHE_DIR:-$cache/tiktoken}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test: formatting and lints, the Rust tests (golden data against Python torch), the
+# linkage check, the C example and C tests under valgrind, and the Python DLPack consumers.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+step() { printf '\n==== %s\n' "$*"; }
+
+step "setup"; scripts/setup.sh
+step "data"; scripts/data.sh demo golden
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "rust tests"; cargo test --workspace --quiet
+step "linkage"; tests/linkage.sh target/debug
+step "python DLPack consumers"; .venv/bin/python tests/python/test_dlpack.py
+step "C example and C tests under valgrind"; tests/c/run.sh data/demo target/debug
+step "all tests passed"

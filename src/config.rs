@@ -1,0 +1,186 @@
+//! The TDB `config.json` (spec section 1): seven keys with defaults, strictly validated,
+//! because every shape the library checks is derived from it.
+use crate::error::{err, ErrorKind::Format, Result};
+use serde_json::{Map, Value};
+
+/// A validated transformer configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub enc: String,
+    pub ctx_window: i64,
+    pub d_model: i64,
+    pub n_layers: i64,
+    pub m_attn: f64,
+    pub n_heads: i64,
+    pub m_mlp: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enc: "gpt2".into(),
+            ctx_window: 1024,
+            d_model: 256,
+            n_layers: 2,
+            m_attn: 1.0,
+            n_heads: 8,
+            m_mlp: 4.0,
+        }
+    }
+}
+
+const KEYS: [&str; 7] = [
+    "enc",
+    "ctx_window",
+    "d_model",
+    "n_layers",
+    "m_attn",
+    "n_heads",
+    "m_mlp",
+];
+
+fn int_field(obj: &Map<String, Value>, key: &str, default: i64, origin: &str) -> Result<i64> {
+    match obj.get(key) {
+        None => Ok(default),
+        Some(v) => match v.as_i64() {
+            Some(n) if n > 0 => Ok(n),
+            _ => Err(err(
+                Format,
+                format!("{origin}: `{key}` must be a positive integer, got {v}"),
+            )),
+        },
+    }
+}
+
+fn float_field(obj: &Map<String, Value>, key: &str, default: f64, origin: &str) -> Result<f64> {
+    match obj.get(key) {
+        None => Ok(default),
+        Some(v) => match v.as_f64() {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+            _ => Err(err(
+                Format,
+                format!("{origin}: `{key}` must be a positive number, got {v}"),
+            )),
+        },
+    }
+}
+
+impl Config {
+    /// Parses and validates `config.json` text; `origin` (a path or URL) prefixes every message.
+    pub fn from_json(text: &str, origin: &str) -> Result<Config> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| err(Format, format!("{origin}: malformed JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| err(Format, format!("{origin}: expected a JSON object")))?;
+        if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(err(
+                Format,
+                format!("{origin}: unknown key `{k}` (known: {})", KEYS.join(", ")),
+            ));
+        }
+        let d = Config::default();
+        let enc = match obj.get("enc") {
+            None => d.enc,
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => {
+                return Err(err(
+                    Format,
+                    format!("{origin}: `enc` must be a string, got {v}"),
+                ))
+            }
+        };
+        let cfg = Config {
+            enc,
+            ctx_window: int_field(obj, "ctx_window", d.ctx_window, origin)?,
+            d_model: int_field(obj, "d_model", d.d_model, origin)?,
+            n_layers: int_field(obj, "n_layers", d.n_layers, origin)?,
+            m_attn: float_field(obj, "m_attn", d.m_attn, origin)?,
+            n_heads: int_field(obj, "n_heads", d.n_heads, origin)?,
+            m_mlp: float_field(obj, "m_mlp", d.m_mlp, origin)?,
+        };
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        for (what, width) in [("d_attn_qk", self.d_attn_qk()), ("d_ff", self.d_ff())] {
+            if width <= 0 {
+                return Err(err(
+                    Format,
+                    format!("{origin}: {what} = {width} is not positive"),
+                ));
+            }
+        }
+        if self.d_attn_qk() % self.n_heads != 0 {
+            return Err(err(
+                Format,
+                format!(
+                    "{origin}: n_heads = {} does not divide d_attn = int(d_model * m_attn) = {}",
+                    self.n_heads,
+                    self.d_attn_qk()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `int(d_model * m_mlp)`, truncating as Python's `int` does.
+    pub fn d_ff(&self) -> i64 {
+        (self.d_model as f64 * self.m_mlp) as i64
+    }
+    pub fn d_attn_qk(&self) -> i64 {
+        (self.d_model as f64 * self.m_attn) as i64
+    }
+    pub fn d_attn_v(&self) -> i64 {
+        self.d_attn_qk()
+    }
+    pub fn d_head_qk(&self) -> i64 {
+        self.d_attn_qk() / self.n_heads
+    }
+    pub fn d_head_v(&self) -> i64 {
+        self.d_attn_v() / self.n_heads
+    }
+
+    /// Exactly the seven keys, as the seed's `get_model_config_as_dict` reports them.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "enc": self.enc,
+            "ctx_window": self.ctx_window,
+            "d_model": self.d_model,
+            "n_layers": self.n_layers,
+            "m_attn": self.m_attn,
+            "n_heads": self.n_heads,
+            "m_mlp": self.m_mlp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_absent_keys() {
+        let c = Config::from_json("{}", "t").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!((c.d_ff(), c.d_head_qk()), (1024, 32));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let e = Config::from_json(r#"{"d_modl": 3}"#, "t").unwrap_err();
+        assert!(e.message.contains("d_modl"), "{}", e.message);
+        let e = Config::from_json(r#"{"d_model": 10, "n_heads": 3}"#, "t").unwrap_err();
+        assert!(e.message.contains("n_heads = 3"), "{}", e.message);
+        let e = Config::from_json(r#"{"n_layers": -1}"#, "t").unwrap_err();
+        assert!(e.message.contains("n_layers"), "{}", e.message);
+        assert!(Config::from_json("[", "t").is_err());
+    }
+
+    #[test]
+    fn m_attn_scales_attention_width() {
+        let c = Config::from_json(r#"{"d_model": 48, "m_attn": 0.5, "n_heads": 3}"#, "t").unwrap();
+        assert_eq!((c.d_attn_qk(), c.d_head_qk(), c.d_head_v()), (24, 8, 8));
+    }
+}

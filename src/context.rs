@@ -1,0 +1,361 @@
+//! The model context (the seed's `ModelContext`): dimensions, config and weights in the
+//! standard shapes, read lazily from a checkpoint source and cached per context.
+use crate::device::Device;
+use crate::dims::Dimension;
+use crate::encoding;
+use crate::error::{err, ErrorKind, Result};
+use crate::source::{LocalTdb, PieceSource};
+use crate::tensor::OwnedTensor;
+use crate::weights::{permutation, WeightLocation};
+use model_context_formats::TensorRecord;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The seed's surface. Implementations supply sizes and raw weights; the shared methods add
+/// layer checks, normalisation and the shape check, exactly as the seed's `get_weight`.
+pub trait ModelContext: Send + Sync {
+    fn model_name(&self) -> &str;
+    /// The device results go to when a call names none.
+    fn device(&self) -> Device;
+    fn get_dim_size(&self, dim: Dimension) -> Result<i64>;
+    /// The weight in its standard shape, before normalisation and the shape check.
+    fn weight_helper(&self, loc: WeightLocation, layer: Option<i64>) -> Result<OwnedTensor>;
+    fn encoding_name(&self) -> Result<&str>;
+    /// The config dictionary (the seven keys of spec section 1).
+    fn config_json(&self) -> Result<serde_json::Value>;
+
+    /// Sizes of a shape spec; `singleton` counts as 1.
+    fn shape_from_spec(&self, spec: &[Dimension]) -> Result<Vec<i64>> {
+        spec.iter()
+            .map(|&d| match d {
+                Dimension::Singleton => Ok(1),
+                _ => self.get_dim_size(d),
+            })
+            .collect()
+    }
+
+    /// A weight in the standard shape, optionally L2-normalised along `normalize_dim`.
+    fn get_weight(
+        &self,
+        loc: WeightLocation,
+        layer: Option<i64>,
+        normalize_dim: Option<Dimension>,
+        device: Option<Device>,
+    ) -> Result<OwnedTensor> {
+        check_layer(self, loc, layer)?;
+        let axis = match normalize_dim {
+            None => None,
+            Some(d) => Some(loc.axis_of(d).ok_or_else(|| {
+                err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "cannot normalise {} along {}: it must appear exactly once in {:?}",
+                        loc.name(),
+                        d.name(),
+                        loc.spec()
+                            .shape
+                            .iter()
+                            .map(|d| d.name())
+                            .collect::<Vec<_>>()
+                    ),
+                )
+            })?),
+        };
+        let weight = self
+            .weight_helper(loc, layer)?
+            .to_device(device.unwrap_or(self.device()))?;
+        let weight = match axis {
+            None => weight,
+            Some(a) => weight.computed(|t| l2_normalize(t, a as i64))?,
+        };
+        let expected = self.shape_from_spec(loc.spec().shape)?;
+        if weight.shape() != expected {
+            return Err(err(
+                ErrorKind::Shape,
+                format!(
+                    "{}{}: expected shape {expected:?} but got {:?}",
+                    loc.name(),
+                    layer.map(|l| format!(" layer {l}")).unwrap_or_default(),
+                    weight.shape()
+                ),
+            ));
+        }
+        Ok(weight)
+    }
+
+    /// The seed's `get_embedding`.
+    fn get_embedding(&self, device: Option<Device>) -> Result<OwnedTensor> {
+        self.get_weight(WeightLocation::Embedding, None, None, device)
+    }
+
+    /// The seed's `get_unembedding_with_ln_gain`: unembedding rows scaled by the final gain.
+    fn get_unembedding_with_ln_gain(&self, device: Option<Device>) -> Result<OwnedTensor> {
+        let unembed = self.get_weight(WeightLocation::Unembedding, None, None, device)?;
+        let gain = self.get_weight(WeightLocation::LayerNormGainFinal, None, None, device)?;
+        unembed.computed(|u| u.f_mul(&gain.tensor.f_unsqueeze(1)?))
+    }
+
+    fn n_layers(&self) -> Result<i64> {
+        self.get_dim_size(Dimension::Layers)
+    }
+    fn n_neurons(&self) -> Result<i64> {
+        self.get_dim_size(Dimension::MlpActs)
+    }
+    fn n_attention_heads(&self) -> Result<i64> {
+        self.get_dim_size(Dimension::AttnHeads)
+    }
+    fn n_residual_stream_channels(&self) -> Result<i64> {
+        self.get_dim_size(Dimension::ResidualStreamChannels)
+    }
+    fn n_vocab(&self) -> Result<i64> {
+        self.get_dim_size(Dimension::VocabSize)
+    }
+    fn n_context(&self) -> Result<i64> {
+        self.get_dim_size(Dimension::MaxContextLength)
+    }
+}
+
+/// torch's `normalize`: `v / max(||v||_2, 1e-12)` along `axis`.
+fn l2_normalize(t: &tch::Tensor, axis: i64) -> std::result::Result<tch::Tensor, tch::TchError> {
+    let norm = t.f_norm_scalaropt_dim(2.0, [axis].as_slice(), true)?;
+    t.f_div(&norm.f_clamp_min(1e-12)?.f_expand_as(t)?)
+}
+
+fn check_layer<C: ModelContext + ?Sized>(
+    ctx: &C,
+    loc: WeightLocation,
+    layer: Option<i64>,
+) -> Result<()> {
+    match (loc.spec().per_layer, layer) {
+        (true, None) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("{} is per-layer: a layer is required", loc.name()),
+        )),
+        (false, Some(l)) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{} is model-wide: no layer may be given (got {l})",
+                loc.name()
+            ),
+        )),
+        (true, Some(l)) => {
+            let n = ctx.n_layers()?;
+            if (0..n).contains(&l) {
+                Ok(())
+            } else {
+                Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "layer {l} out of range for {} (model has {n} layers)",
+                        loc.name()
+                    ),
+                ))
+            }
+        }
+        (false, None) => Ok(()),
+    }
+}
+
+/// How to open a context; grows with the C ABI's `mc_open_options`.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// None: the seed's default device.
+    pub device: Option<Device>,
+}
+
+/// The standard context over a TDB-layout checkpoint.
+pub struct StandardModelContext {
+    name: String,
+    device: Device,
+    source: Box<dyn PieceSource>,
+    n_vocab: i64,
+    pieces: Mutex<HashMap<String, Arc<TensorRecord>>>,
+}
+
+impl StandardModelContext {
+    /// The seed's `from_model_type`: opens `model` (a local TDB folder) reading config.json only.
+    pub fn open(model: &str, opts: &OpenOptions) -> Result<StandardModelContext> {
+        let device = match opts.device {
+            Some(d) => {
+                d.check_available()?;
+                d
+            }
+            None => Device::default_device(),
+        };
+        let source = LocalTdb::open(Path::new(model))?;
+        Self::from_source(model, device, Box::new(source))
+    }
+
+    /// A context over any piece source.
+    pub fn from_source(name: &str, device: Device, source: Box<dyn PieceSource>) -> Result<Self> {
+        let n_vocab = encoding::n_vocab(&source.config().enc)
+            .map_err(|e| err(e.kind, format!("{}: {}", source.location(), e.message)))?;
+        Ok(StandardModelContext {
+            name: name.to_string(),
+            device,
+            source,
+            n_vocab,
+            pieces: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &crate::config::Config {
+        self.source.config()
+    }
+
+    /// A piece, read on first use and then served from the per-context cache.
+    fn piece(&self, key: &str) -> Result<Arc<TensorRecord>> {
+        if let Some(p) = self.lock_pieces().get(key) {
+            return Ok(p.clone());
+        }
+        let record = Arc::new(self.source.load_piece(key)?);
+        Ok(self
+            .lock_pieces()
+            .entry(key.to_string())
+            .or_insert(record)
+            .clone())
+    }
+
+    fn lock_pieces(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TensorRecord>>> {
+        // A panic while holding the lock cannot leave the map half-updated: recover it.
+        self.pieces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ModelContext for StandardModelContext {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    fn device(&self) -> Device {
+        self.device
+    }
+
+    fn get_dim_size(&self, dim: Dimension) -> Result<i64> {
+        let c = self.config();
+        Ok(match dim {
+            Dimension::MaxContextLength => c.ctx_window,
+            Dimension::ResidualStreamChannels => c.d_model,
+            Dimension::VocabSize => self.n_vocab,
+            Dimension::AttnHeads => c.n_heads,
+            Dimension::QueryAndKeyChannels => c.d_head_qk(),
+            Dimension::ValueChannels => c.d_head_v(),
+            Dimension::MlpActs => c.d_ff(),
+            Dimension::Layers => c.n_layers,
+            Dimension::Singleton => 1,
+            other => {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{} is an activation dimension: a model has no size for it",
+                        other.name()
+                    ),
+                ))
+            }
+        })
+    }
+
+    fn weight_helper(&self, loc: WeightLocation, layer: Option<i64>) -> Result<OwnedTensor> {
+        let key = loc.piece_name(layer);
+        let record = self.piece(&key)?;
+        let spec = loc.spec();
+        let mut w = OwnedTensor::from_record(&record)?;
+        let stored = w.shape();
+        let shape_err = |what: &str| {
+            err(
+                ErrorKind::Shape,
+                format!(
+                    "{}: piece `{key}` has shape {stored:?}: {what}",
+                    self.source.location()
+                ),
+            )
+        };
+        if let Some(axis) = spec.split_heads {
+            let n = self.config().n_heads;
+            let size = *stored
+                .get(axis)
+                .ok_or_else(|| shape_err("too few dimensions to split heads"))?;
+            if size % n != 0 {
+                return Err(shape_err(&format!(
+                    "axis {axis} does not split into {n} heads"
+                )));
+            }
+            let mut split = stored.clone();
+            split.splice(axis..=axis, [n, size / n]);
+            w = w.with_view(|t| t.f_view(split.as_slice()))?;
+        }
+        if let Some(reshape) = spec.reshape {
+            let perm = permutation(reshape);
+            if perm.len() != w.shape().len() {
+                return Err(shape_err(&format!(
+                    "{reshape} needs {} dimensions",
+                    perm.len()
+                )));
+            }
+            w = w.with_view(|t| t.f_permute(perm.as_slice()))?;
+        }
+        if spec.broadcast {
+            let expected = self.shape_from_spec(spec.shape)?;
+            if w.shape().len() > expected.len() {
+                return Err(shape_err(&format!("cannot broadcast to {expected:?}")));
+            }
+            w = w
+                .with_view(|t| t.f_expand(expected.as_slice(), false))
+                .map_err(|_| shape_err(&format!("cannot broadcast to {expected:?}")))?;
+        }
+        Ok(w)
+    }
+
+    fn encoding_name(&self) -> Result<&str> {
+        Ok(&self.config().enc)
+    }
+
+    fn config_json(&self) -> Result<serde_json::Value> {
+        Ok(self.config().to_json())
+    }
+}
+
+/// The seed's stub: dimensions only, for tests of code that needs sizes but no weights.
+pub struct StubModelContext {
+    sizes: HashMap<Dimension, i64>,
+}
+
+impl StubModelContext {
+    pub fn new(sizes: HashMap<Dimension, i64>) -> Self {
+        StubModelContext { sizes }
+    }
+}
+
+fn stub_unsupported<T>(what: &str) -> Result<T> {
+    Err(err(
+        ErrorKind::Unsupported,
+        format!("the stub model context has no {what}"),
+    ))
+}
+
+impl ModelContext for StubModelContext {
+    fn model_name(&self) -> &str {
+        "stub"
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn get_dim_size(&self, dim: Dimension) -> Result<i64> {
+        self.sizes.get(&dim).copied().ok_or_else(|| {
+            err(
+                ErrorKind::Unsupported,
+                format!("the stub model context has no size for {}", dim.name()),
+            )
+        })
+    }
+    fn weight_helper(&self, _: WeightLocation, _: Option<i64>) -> Result<OwnedTensor> {
+        stub_unsupported("weights")
+    }
+    fn encoding_name(&self) -> Result<&str> {
+        stub_unsupported("encoding")
+    }
+    fn config_json(&self) -> Result<serde_json::Value> {
+        stub_unsupported("config")
+    }
+}

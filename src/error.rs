@@ -1,0 +1,72 @@
+//! One error type for the core, classified so the C ABI can map each class to one status code.
+use model_context_formats::{ErrorKind as FormatKind, FormatError};
+
+/// The class of a failure; the C ABI maps each class to exactly one `mc_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NullArgument,
+    InvalidArgument,
+    NotFound,
+    Io,
+    Format,
+    Forbidden,
+    Shape,
+    Device,
+    Token,
+    Unsupported,
+    BufferTooSmall,
+    Network,
+    Panic,
+    Internal,
+}
+
+/// A failure with its class and a message naming the precise cause (path, key, expected vs actual).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Shorthand constructors, so call sites read as `Err(err(Shape, ...))`.
+pub fn err(kind: ErrorKind, message: impl Into<String>) -> Error {
+    Error::new(kind, message)
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<FormatError> for Error {
+    fn from(e: FormatError) -> Self {
+        let kind = match e.kind {
+            FormatKind::NotFound => ErrorKind::NotFound,
+            FormatKind::Io => ErrorKind::Io,
+            FormatKind::Format => ErrorKind::Format,
+            FormatKind::Forbidden => ErrorKind::Forbidden,
+            FormatKind::Unsupported => ErrorKind::Unsupported,
+            FormatKind::Shape => ErrorKind::Shape,
+        };
+        Error::new(kind, e.message)
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        let text = e.to_string();
+        let lower = text.to_ascii_lowercase();
+        let kind = if lower.contains("cuda") || lower.contains("mps") || lower.contains("device") {
+            ErrorKind::Device
+        } else {
+            ErrorKind::Internal
+        };
+        Error::new(kind, format!("libtorch: {text}"))
+    }
+}

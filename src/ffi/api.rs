@@ -1,0 +1,454 @@
+//! The entry points. Thread safety: every function taking `const mc_context *` may run
+//! concurrently with any other such call on the same context; only `mc_free` needs exclusive use.
+use super::dlpack::{export_legacy, export_versioned, DLManagedTensor, DLManagedTensorVersioned};
+use super::status::*;
+use super::*;
+use crate::context::{ModelContext, OpenOptions, StandardModelContext};
+use crate::device::Device;
+use crate::dims::Dimension;
+use crate::tensor::OwnedTensor;
+use crate::weights::WeightLocation;
+use std::ffi::c_char;
+
+/// An open model context (opaque). Create with `mc_open` / `mc_open_ex`, free with `mc_free`.
+pub struct mc_context {
+    inner: Box<dyn ModelContext>,
+}
+
+/// A weight location: one of the `MC_WEIGHT_*` constants (the seed's `WeightLocationType`).
+pub type mc_weight_location = i32;
+/// A model dimension: one of the `MC_DIM_*` constants (the seed's `Dimension`).
+pub type mc_dimension = i32;
+
+pub const MC_WEIGHT_MLP_TO_HIDDEN: mc_weight_location = 0;
+pub const MC_WEIGHT_MLP_TO_RESIDUAL: mc_weight_location = 1;
+pub const MC_WEIGHT_EMBEDDING: mc_weight_location = 2;
+pub const MC_WEIGHT_UNEMBEDDING: mc_weight_location = 3;
+pub const MC_WEIGHT_POSITION_EMBEDDING: mc_weight_location = 4;
+pub const MC_WEIGHT_ATTN_TO_QUERY: mc_weight_location = 5;
+pub const MC_WEIGHT_ATTN_TO_KEY: mc_weight_location = 6;
+pub const MC_WEIGHT_ATTN_TO_VALUE: mc_weight_location = 7;
+pub const MC_WEIGHT_ATTN_TO_RESIDUAL: mc_weight_location = 8;
+pub const MC_WEIGHT_LAYER_NORM_GAIN_FINAL: mc_weight_location = 9;
+pub const MC_WEIGHT_LAYER_NORM_BIAS_FINAL: mc_weight_location = 10;
+pub const MC_WEIGHT_LAYER_NORM_GAIN_PRE_ATTN: mc_weight_location = 11;
+pub const MC_WEIGHT_LAYER_NORM_GAIN_PRE_MLP: mc_weight_location = 12;
+/// Number of weight locations (valid values are `0 .. MC_WEIGHT_COUNT`).
+pub const MC_WEIGHT_COUNT: mc_weight_location = 13;
+
+pub const MC_DIM_MAX_CONTEXT_LENGTH: mc_dimension = 0;
+pub const MC_DIM_RESIDUAL_STREAM_CHANNELS: mc_dimension = 1;
+pub const MC_DIM_VOCAB_SIZE: mc_dimension = 2;
+pub const MC_DIM_ATTN_HEADS: mc_dimension = 3;
+pub const MC_DIM_QUERY_AND_KEY_CHANNELS: mc_dimension = 4;
+pub const MC_DIM_VALUE_CHANNELS: mc_dimension = 5;
+pub const MC_DIM_MLP_ACTS: mc_dimension = 6;
+pub const MC_DIM_LAYERS: mc_dimension = 7;
+pub const MC_DIM_SINGLETON: mc_dimension = 8;
+pub const MC_DIM_SEQUENCE_TOKENS: mc_dimension = 9;
+pub const MC_DIM_ATTENDED_TO_SEQUENCE_TOKENS: mc_dimension = 10;
+pub const MC_DIM_AUTOENCODER_LATENTS: mc_dimension = 11;
+/// Number of dimensions (valid values are `0 .. MC_DIM_COUNT`).
+pub const MC_DIM_COUNT: mc_dimension = 12;
+
+/// `layer` argument of a model-wide location.
+pub const MC_LAYER_NONE: i32 = -1;
+/// `layer` argument asking for every layer stacked (reserved; not supported yet).
+pub const MC_LAYER_ALL: i32 = -2;
+/// `normalize_dim` argument for no normalisation.
+pub const MC_DIM_NONE: mc_dimension = -1;
+
+pub const MC_VERSION_MAJOR: u32 = 0;
+pub const MC_VERSION_MINOR: u32 = 1;
+pub const MC_VERSION_PATCH: u32 = 0;
+
+/// Options of `mc_open_ex`. Always start from `mc_open_options_default()`: fields are only
+/// ever appended, and `struct_size` tells the library which ones the caller knows.
+#[repr(C)]
+pub struct mc_open_options {
+    /// Set by `mc_open_options_default` to `sizeof(mc_open_options)`; do not change.
+    pub struct_size: u32,
+    /// "cpu", "cuda", "cuda:N" or "mps"; NULL: CUDA device 0 if available, else MPS, else CPU.
+    /// Only read during the call.
+    pub device: *const c_char,
+}
+
+fn location(loc: mc_weight_location) -> Result<WeightLocation> {
+    WeightLocation::from_index(loc as i64).ok_or_else(|| {
+        err(
+            ErrorKind::InvalidArgument,
+            format!("weight location {loc} out of range (0..{MC_WEIGHT_COUNT})"),
+        )
+    })
+}
+
+fn dimension(dim: mc_dimension) -> Result<Dimension> {
+    Dimension::from_index(dim as i64).ok_or_else(|| {
+        err(
+            ErrorKind::InvalidArgument,
+            format!("dimension {dim} out of range (0..{MC_DIM_COUNT})"),
+        )
+    })
+}
+
+fn layer_arg(layer: i32) -> Result<Option<i64>> {
+    match layer {
+        MC_LAYER_NONE => Ok(None),
+        MC_LAYER_ALL => Err(err(
+            ErrorKind::Unsupported,
+            "MC_LAYER_ALL (stacked layers) is not supported by mc_get_weight yet",
+        )),
+        l if l >= 0 => Ok(Some(l as i64)),
+        l => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("layer {l} is negative and not MC_LAYER_NONE (-1)"),
+        )),
+    }
+}
+
+unsafe fn device_arg(device: *const c_char) -> Result<Option<Device>> {
+    arg_opt_str(device, "device")?
+        .map(Device::parse_available)
+        .transpose()
+}
+
+unsafe fn ctx_arg<'a>(ctx: *const mc_context) -> Result<&'a dyn ModelContext> {
+    Ok(&*arg_ref(ctx, "ctx")?.inner)
+}
+
+/// The message of the last failed call on this thread (never NULL; "" before any failure).
+/// A successful call does not clear it. Valid until the next failing call on this thread.
+#[no_mangle]
+pub extern "C" fn mc_last_error() -> *const c_char {
+    last_error_ptr()
+}
+
+/// The library version ("MAJOR.MINOR.PATCH", static storage; do not free).
+#[no_mangle]
+pub extern "C" fn mc_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// Default options: `struct_size` set, every other field at its documented default.
+#[no_mangle]
+pub extern "C" fn mc_open_options_default() -> mc_open_options {
+    mc_open_options {
+        struct_size: std::mem::size_of::<mc_open_options>() as u32,
+        device: std::ptr::null(),
+    }
+}
+
+/// Opens `model` (a local folder in the transformer-debugger layout) reading only its
+/// config.json; pieces are read on first use. `device` NULL: the default device.
+/// On success `*out` receives a context to free with `mc_free`. Thread-safe.
+///
+/// # Safety
+/// `model` and `device` are NULL or NUL-terminated strings; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_open(
+    model: *const c_char,
+    device: *const c_char,
+    out: *mut *mut mc_context,
+) -> mc_status {
+    let mut opts = mc_open_options_default();
+    opts.device = device;
+    mc_open_ex(model, &opts, out)
+}
+
+/// `mc_open` with options (see `mc_open_options`); `opts` NULL means the defaults.
+///
+/// # Safety
+/// `opts` is NULL or points to at least `opts->struct_size` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_open_ex(
+    model: *const c_char,
+    opts: *const mc_open_options,
+    out: *mut *mut mc_context,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let model = arg_str(model, "model")?;
+        let opts = read_options(opts)?;
+        let options = OpenOptions {
+            device: device_arg(opts.device)?,
+        };
+        let ctx = StandardModelContext::open(model, &options)?;
+        let handle = Box::new(mc_context {
+            inner: Box::new(ctx),
+        });
+        write_out(out, Box::into_raw(handle));
+        Ok(())
+    })
+}
+
+/// Copies the caller's options over the defaults, reading only the fields it knows.
+unsafe fn read_options(p: *const mc_open_options) -> Result<mc_open_options> {
+    let mut opts = mc_open_options_default();
+    if p.is_null() {
+        return Ok(opts);
+    }
+    let given = std::ptr::read_unaligned(p as *const u32) as usize;
+    if given < std::mem::size_of::<u32>() {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("mc_open_options.struct_size = {given}: start from mc_open_options_default()"),
+        ));
+    }
+    let n = given.min(std::mem::size_of::<mc_open_options>());
+    std::ptr::copy_nonoverlapping(p as *const u8, &mut opts as *mut _ as *mut u8, n);
+    opts.struct_size = std::mem::size_of::<mc_open_options>() as u32;
+    Ok(opts)
+}
+
+/// Frees a context (NULL: no-op). Tensors it handed out stay valid. Not concurrent with
+/// other calls on the same context.
+///
+/// # Safety
+/// `ctx` is NULL or a context from `mc_open`, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn mc_free(ctx: *mut mc_context) {
+    if !ctx.is_null() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(ctx))));
+    }
+}
+
+/// Looks up a weight location by the seed's name (e.g. "attn.to_query").
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_weight_location_from_name(
+    name: *const c_char,
+    out: *mut mc_weight_location,
+) -> mc_status {
+    lookup_name(name, out, "weight location", |n| {
+        WeightLocation::from_name(n).map(|l| l as mc_weight_location)
+    })
+}
+
+/// The seed's name of a weight location (static storage), or NULL when out of range.
+#[no_mangle]
+pub extern "C" fn mc_weight_location_name(loc: mc_weight_location) -> *const c_char {
+    location(loc).map_or(std::ptr::null(), |l| static_name(l.name()))
+}
+
+/// Whether a location is per-layer (takes a layer index) or model-wide (takes `MC_LAYER_NONE`).
+///
+/// # Safety
+/// `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_weight_location_per_layer(
+    loc: mc_weight_location,
+    out: *mut bool,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        write_out(out, location(loc)?.spec().per_layer);
+        Ok(())
+    })
+}
+
+/// Looks up a dimension by the seed's name (e.g. "residual_stream_channels").
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_dimension_from_name(
+    name: *const c_char,
+    out: *mut mc_dimension,
+) -> mc_status {
+    lookup_name(name, out, "dimension", |n| {
+        Dimension::from_name(n).map(|d| d as mc_dimension)
+    })
+}
+
+/// The body of the `*_from_name` functions: NotFound names the unknown string.
+unsafe fn lookup_name(
+    name: *const c_char,
+    out: *mut i32,
+    what: &str,
+    find: impl FnOnce(&str) -> Option<i32>,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let name = arg_str(name, "name")?;
+        let value = find(name)
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("unknown {what} name {name:?}")))?;
+        write_out(out, value);
+        Ok(())
+    })
+}
+
+/// The seed's name of a dimension (static storage), or NULL when out of range.
+#[no_mangle]
+pub extern "C" fn mc_dimension_name(dim: mc_dimension) -> *const c_char {
+    dimension(dim).map_or(std::ptr::null(), |d| static_name(d.name()))
+}
+
+/// NUL-terminated copies of the static names, made once.
+fn static_name(name: &'static str) -> *const c_char {
+    use once_cell::sync::Lazy;
+    use std::collections::HashMap;
+    use std::ffi::CString;
+    static NAMES: Lazy<HashMap<&'static str, CString>> = Lazy::new(|| {
+        let weights = WeightLocation::ALL.iter().map(|l| l.name());
+        let dims = Dimension::ALL.iter().map(|d| d.name());
+        weights
+            .chain(dims)
+            .map(|n| (n, CString::new(n).unwrap_or_default()))
+            .collect()
+    });
+    NAMES.get(name).map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+/// Size of a model dimension (`singleton` is 1; activation-only dimensions are an error).
+///
+/// # Safety
+/// `ctx` is NULL or a live context; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_dim_size(
+    ctx: *const mc_context,
+    dim: mc_dimension,
+    out: *mut i64,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let size = ctx_arg(ctx)?.get_dim_size(dimension(dim)?)?;
+        write_out(out, size);
+        Ok(())
+    })
+}
+
+/// The weight at `loc` in the standard shape (spec section 3) as a versioned DLPack tensor.
+/// `layer`: a layer index for per-layer locations, `MC_LAYER_NONE` for model-wide ones.
+/// `normalize_dim`: `MC_DIM_NONE`, or a dimension appearing exactly once in the shape to
+/// L2-normalise along. `device`: NULL for the context's. Free the result by calling its
+/// `deleter` (from any thread); it stays valid after `mc_free`. Without normalisation or a
+/// device change the tensor aliases the mapped file and carries `DLPACK_FLAG_BITMASK_READ_ONLY`.
+/// Thread-safe.
+///
+/// # Safety
+/// `ctx` is NULL or a live context; `device` NULL or NUL-terminated; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_get_weight(
+    ctx: *const mc_context,
+    loc: mc_weight_location,
+    layer: i32,
+    normalize_dim: mc_dimension,
+    device: *const c_char,
+    out: *mut *mut DLManagedTensorVersioned,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let t = weight(ctx, loc, layer, normalize_dim, device)?;
+        write_out(out, export_versioned(t)?);
+        Ok(())
+    })
+}
+
+/// `mc_get_weight` returning a legacy `DLManagedTensor` (no version, no read-only flag),
+/// for consumers that only read the pre-1.0 struct (e.g. DLPack.jl). Free with its deleter.
+///
+/// # Safety
+/// As for `mc_get_weight`.
+#[no_mangle]
+pub unsafe extern "C" fn mc_get_weight_legacy(
+    ctx: *const mc_context,
+    loc: mc_weight_location,
+    layer: i32,
+    normalize_dim: mc_dimension,
+    device: *const c_char,
+    out: *mut *mut DLManagedTensor,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let t = weight(ctx, loc, layer, normalize_dim, device)?;
+        write_out(out, export_legacy(t)?);
+        Ok(())
+    })
+}
+
+unsafe fn weight(
+    ctx: *const mc_context,
+    loc: mc_weight_location,
+    layer: i32,
+    normalize_dim: mc_dimension,
+    device: *const c_char,
+) -> Result<OwnedTensor> {
+    let ctx = ctx_arg(ctx)?;
+    let loc = location(loc)?;
+    let layer = layer_arg(layer)?;
+    let normalize = match normalize_dim {
+        MC_DIM_NONE => None,
+        d => Some(dimension(d)?),
+    };
+    ctx.get_weight(loc, layer, normalize, device_arg(device)?)
+}
+
+/// The seed's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.
+///
+/// # Safety
+/// As for `mc_get_weight`.
+#[no_mangle]
+pub unsafe extern "C" fn mc_get_embedding(
+    ctx: *const mc_context,
+    device: *const c_char,
+    out: *mut *mut DLManagedTensorVersioned,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let t = ctx_arg(ctx)?.get_embedding(device_arg(device)?)?;
+        write_out(out, export_versioned(t)?);
+        Ok(())
+    })
+}
+
+/// The seed's `get_unembedding_with_ln_gain`: `[d_model, vocab_size]` rows scaled by the
+/// final layer-norm gain (a new, writable tensor). Free with its deleter.
+///
+/// # Safety
+/// As for `mc_get_weight`.
+#[no_mangle]
+pub unsafe extern "C" fn mc_get_unembedding_with_ln_gain(
+    ctx: *const mc_context,
+    device: *const c_char,
+    out: *mut *mut DLManagedTensorVersioned,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let t = ctx_arg(ctx)?.get_unembedding_with_ln_gain(device_arg(device)?)?;
+        write_out(out, export_versioned(t)?);
+        Ok(())
+    })
+}
+
+/// The config dictionary as JSON (the seven keys of config.json). Free `*out` with
+/// `mc_string_free`.
+///
+/// # Safety
+/// `ctx` is NULL or a live context; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_config_json(
+    ctx: *const mc_context,
+    out: *mut *mut c_char,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let json = ctx_arg(ctx)?.config_json()?.to_string();
+        let c = std::ffi::CString::new(json)
+            .map_err(|_| err(ErrorKind::Internal, "config JSON contains a NUL byte"))?;
+        write_out(out, c.into_raw());
+        Ok(())
+    })
+}
+
+/// Frees a string handed out by this library (NULL: no-op).
+///
+/// # Safety
+/// `s` is NULL or a string from this library, not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn mc_string_free(s: *mut c_char) {
+    if !s.is_null() {
+        drop(std::ffi::CString::from_raw(s));
+    }
+}

@@ -1,0 +1,69 @@
+//! Status codes: one per error class, in the conventions' order, never renumbered.
+use crate::error::ErrorKind;
+use std::ffi::c_char;
+
+/// Result of every fallible call: `MC_OK` or the class of the failure (see `mc_last_error`).
+pub type mc_status = i32;
+
+pub const MC_OK: mc_status = 0;
+pub const MC_ERR_NULL_ARGUMENT: mc_status = 1;
+pub const MC_ERR_INVALID_ARGUMENT: mc_status = 2;
+pub const MC_ERR_NOT_FOUND: mc_status = 3;
+pub const MC_ERR_IO: mc_status = 4;
+pub const MC_ERR_FORMAT: mc_status = 5;
+pub const MC_ERR_FORBIDDEN: mc_status = 6;
+pub const MC_ERR_SHAPE: mc_status = 7;
+pub const MC_ERR_DEVICE: mc_status = 8;
+pub const MC_ERR_TOKEN: mc_status = 9;
+pub const MC_ERR_UNSUPPORTED: mc_status = 10;
+pub const MC_ERR_BUFFER_TOO_SMALL: mc_status = 11;
+pub const MC_ERR_NETWORK: mc_status = 12;
+pub const MC_ERR_PANIC: mc_status = 13;
+pub const MC_ERR_INTERNAL: mc_status = 14;
+
+/// `(status, name)` in code order; `mc_status_name` and the tests read it.
+pub(crate) const STATUS_NAMES: [(mc_status, &std::ffi::CStr); 15] = [
+    (MC_OK, c"MC_OK"),
+    (MC_ERR_NULL_ARGUMENT, c"MC_ERR_NULL_ARGUMENT"),
+    (MC_ERR_INVALID_ARGUMENT, c"MC_ERR_INVALID_ARGUMENT"),
+    (MC_ERR_NOT_FOUND, c"MC_ERR_NOT_FOUND"),
+    (MC_ERR_IO, c"MC_ERR_IO"),
+    (MC_ERR_FORMAT, c"MC_ERR_FORMAT"),
+    (MC_ERR_FORBIDDEN, c"MC_ERR_FORBIDDEN"),
+    (MC_ERR_SHAPE, c"MC_ERR_SHAPE"),
+    (MC_ERR_DEVICE, c"MC_ERR_DEVICE"),
+    (MC_ERR_TOKEN, c"MC_ERR_TOKEN"),
+    (MC_ERR_UNSUPPORTED, c"MC_ERR_UNSUPPORTED"),
+    (MC_ERR_BUFFER_TOO_SMALL, c"MC_ERR_BUFFER_TOO_SMALL"),
+    (MC_ERR_NETWORK, c"MC_ERR_NETWORK"),
+    (MC_ERR_PANIC, c"MC_ERR_PANIC"),
+    (MC_ERR_INTERNAL, c"MC_ERR_INTERNAL"),
+];
+
+pub(crate) fn status_of(kind: ErrorKind) -> mc_status {
+    match kind {
+        ErrorKind::NullArgument => MC_ERR_NULL_ARGUMENT,
+        ErrorKind::InvalidArgument => MC_ERR_INVALID_ARGUMENT,
+        ErrorKind::NotFound => MC_ERR_NOT_FOUND,
+        ErrorKind::Io => MC_ERR_IO,
+        ErrorKind::Format => MC_ERR_FORMAT,
+        ErrorKind::Forbidden => MC_ERR_FORBIDDEN,
+        ErrorKind::Shape => MC_ERR_SHAPE,
+        ErrorKind::Device => MC_ERR_DEVICE,
+        ErrorKind::Token => MC_ERR_TOKEN,
+        ErrorKind::Unsupported => MC_ERR_UNSUPPORTED,
+        ErrorKind::BufferTooSmall => MC_ERR_BUFFER_TOO_SMALL,
+        ErrorKind::Network => MC_ERR_NETWORK,
+        ErrorKind::Panic => MC_ERR_PANIC,
+        ErrorKind::Internal => MC_ERR_INTERNAL,
+    }
+}
+
+/// The constant's name of a status, or "MC_ERR_UNKNOWN" for a value outside the list.
+#[no_mangle]
+pub extern "C" fn mc_status_name(status: mc_status) -> *const c_char {
+    STATUS_NAMES
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(c"MC_ERR_UNKNOWN".as_ptr(), |(_, n)| n.as_ptr())
+}

@@ -1,0 +1,24 @@
+//! model_context: GPT-2-family transformer checkpoints (transformer-debugger layout) for C,
+//! Julia and Go, with weights handed out as DLPack tensors.
+//!
+//! Layers, each depending only on those before it: file formats (`model_context_formats`,
+//! `config`) -> checkpoint sources (`source`) -> the model context (`weights`, `dims`,
+//! `context`) -> the C ABI (`ffi`), which holds no logic of its own.
+pub mod names;
+
+pub mod config;
+pub mod context;
+pub mod device;
+pub mod dims;
+pub mod encoding;
+pub mod error;
+pub mod ffi;
+pub mod source;
+pub mod tensor;
+pub mod weights;
+
+pub use context::{ModelContext, OpenOptions, StandardModelContext, StubModelContext};
+pub use device::Device;
+pub use dims::Dimension;
+pub use error::{Error, ErrorKind, Result};
+pub use weights::WeightLocation;

@@ -1,0 +1,125 @@
+/*
+ * The C API from C: ownership (every object freed by its one free function, from any
+ * thread), statuses on bad input, copy-on-write mappings. Run under valgrind or ASan by
+ * tests/c/run.sh; any leak or memory error fails there.
+ *
+ *   test_api CHECKPOINT_DIR
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model_context.h"
+
+static int checks = 0, failed = 0;
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    checks++;                                                                  \
+    if (!(cond)) {                                                             \
+      failed++;                                                                \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed; last error: %s\n", __FILE__, \
+              __LINE__, #cond, mc_last_error());                               \
+    }                                                                          \
+  } while (0)
+
+static void *free_on_thread(void *arg) {
+  DLManagedTensorVersioned *t = arg;
+  t->deleter(t);
+  return NULL;
+}
+
+static void every_weight(const mc_context *ctx, int64_t n_layers) {
+  for (mc_weight_location loc = 0; loc < MC_WEIGHT_COUNT; loc++) {
+    bool per_layer = false;
+    CHECK(mc_weight_location_per_layer(loc, &per_layer) == MC_OK);
+    int32_t layer = per_layer ? (int32_t)(n_layers - 1) : MC_LAYER_NONE;
+    DLManagedTensorVersioned *v = NULL;
+    DLManagedTensor *l = NULL;
+    CHECK(mc_get_weight(ctx, loc, layer, MC_DIM_NONE, NULL, &v) == MC_OK);
+    CHECK(mc_get_weight_legacy(ctx, loc, layer, MC_DIM_NONE, "cpu", &l) == MC_OK);
+    if (!v || !l) continue;
+    CHECK(v->version.major == 1 && v->dl_tensor.strides != NULL);
+    CHECK(v->dl_tensor.ndim == l->dl_tensor.ndim && v->dl_tensor.data == l->dl_tensor.data);
+    CHECK((v->flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0);
+    mc_dimension nd = MC_DIM_RESIDUAL_STREAM_CHANNELS;
+    DLManagedTensorVersioned *n = NULL;
+    CHECK(mc_get_weight(ctx, loc, layer, nd, NULL, &n) == MC_OK);
+    if (n) {
+      CHECK((n->flags & DLPACK_FLAG_BITMASK_READ_ONLY) == 0);
+      n->deleter(n);
+    }
+    l->deleter(l);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, free_on_thread, v) == 0);
+    pthread_join(th, NULL);
+  }
+}
+
+static void bad_input(const mc_context *ctx) {
+  DLManagedTensorVersioned *sentinel = (DLManagedTensorVersioned *)&checks, *out = sentinel;
+  CHECK(mc_get_weight(NULL, 0, 0, MC_DIM_NONE, NULL, &out) == MC_ERR_NULL_ARGUMENT && out == sentinel);
+  CHECK(mc_get_weight(ctx, MC_WEIGHT_COUNT, 0, MC_DIM_NONE, NULL, &out) == MC_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mc_last_error(), "13") != NULL);
+  CHECK(mc_get_weight(ctx, MC_WEIGHT_ATTN_TO_KEY, 1000, MC_DIM_NONE, NULL, &out) == MC_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(mc_last_error(), "layer 1000") != NULL);
+  CHECK(mc_get_weight(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, 99, NULL, &out) == MC_ERR_INVALID_ARGUMENT);
+  CHECK(mc_get_weight(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_NONE, "gpu:0", &out) == MC_ERR_INVALID_ARGUMENT);
+  CHECK(mc_get_weight(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_NONE, NULL, NULL) == MC_ERR_NULL_ARGUMENT);
+  CHECK(out == sentinel);
+  int64_t size = -5;
+  CHECK(mc_dim_size(ctx, -3, &size) == MC_ERR_INVALID_ARGUMENT && size == -5);
+  mc_context *other = NULL;
+  CHECK(mc_open("/no/such/model", NULL, &other) == MC_ERR_NOT_FOUND && other == NULL);
+  CHECK(strstr(mc_last_error(), "/no/such/model") != NULL);
+  CHECK(mc_open(NULL, NULL, &other) == MC_ERR_NULL_ARGUMENT);
+  mc_free(NULL);
+  mc_string_free(NULL);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return 2;
+  mc_open_options opts = mc_open_options_default();
+  CHECK(opts.struct_size == sizeof(mc_open_options) && opts.device == NULL);
+  opts.device = "cpu";
+  mc_context *ctx = NULL;
+  CHECK(mc_open_ex(argv[1], &opts, &ctx) == MC_OK);
+  if (!ctx) return 1;
+  /* An older caller's smaller struct: the fields it lacks take their defaults. */
+  mc_open_options old = mc_open_options_default();
+  old.struct_size = sizeof(uint32_t);
+  old.device = "not-a-device"; /* beyond struct_size: must not be read */
+  mc_context *ctx2 = NULL;
+  CHECK(mc_open_ex(argv[1], &old, &ctx2) == MC_OK);
+  mc_free(ctx2);
+
+  int64_t n_layers = 0, d_model = 0;
+  CHECK(mc_dim_size(ctx, MC_DIM_LAYERS, &n_layers) == MC_OK && n_layers > 0);
+  CHECK(mc_dim_size(ctx, MC_DIM_RESIDUAL_STREAM_CHANNELS, &d_model) == MC_OK);
+  every_weight(ctx, n_layers);
+  bad_input(ctx);
+
+  char *json = NULL;
+  CHECK(mc_config_json(ctx, &json) == MC_OK && strstr(json, "\"d_model\"") != NULL);
+  mc_string_free(json);
+
+  DLManagedTensorVersioned *emb = NULL, *unemb = NULL;
+  CHECK(mc_get_embedding(ctx, NULL, &emb) == MC_OK);
+  CHECK(mc_get_unembedding_with_ln_gain(ctx, NULL, &unemb) == MC_OK);
+  mc_free(ctx); /* tensors outlive their context */
+  float *row = (float *)emb->dl_tensor.data;
+  float before = row[0];
+  row[0] = before + 1.0f; /* read-only by contract, but a write only touches private pages */
+  CHECK(unemb->dl_tensor.shape[0] == d_model);
+  unemb->deleter(unemb);
+  emb->deleter(emb);
+
+  /* The file itself is unchanged: a fresh context sees the original value. */
+  CHECK(mc_open(argv[1], "cpu", &ctx) == MC_OK);
+  CHECK(mc_get_embedding(ctx, NULL, &emb) == MC_OK);
+  CHECK(((float *)emb->dl_tensor.data)[0] == before);
+  emb->deleter(emb);
+  mc_free(ctx);
+
+  printf("test_api: %d checks, %d failed\n", checks, failed);
+  return failed != 0;
+}
