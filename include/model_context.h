@@ -87,6 +87,12 @@ typedef struct DLManagedTensorVersioned {
 typedef struct mc_context mc_context;
 
 /*
+ The result of `mc_forward` (opaque): logits and the requested activations.
+ Free with `mc_forward_output_free`.
+ */
+typedef struct mc_forward_output mc_forward_output;
+
+/*
  Options of `mc_open_ex`. Always start from `mc_open_options_default()`: fields are only
  ever appended, and `struct_size` tells the library which ones the caller knows.
  */
@@ -116,6 +122,104 @@ typedef int32_t mc_weight_location;
  A model dimension: one of the `MC_DIM_*` constants (the seed's `Dimension`).
  */
 typedef int32_t mc_dimension;
+
+/*
+ A model dtype: `MC_DTYPE_FLOAT32`, `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
+ */
+typedef int32_t mc_dtype;
+
+/*
+ Options of `mc_create_model`; start from `mc_model_options_default()`.
+ */
+typedef struct mc_model_options {
+  /*
+   Set by `mc_model_options_default`; do not change.
+   */
+  uint32_t struct_size;
+  /*
+   Fold each block's layer norms into the following weights (the seed's `simplify`).
+   */
+  bool simplify;
+  /*
+   `MC_DTYPE_FLOAT32` (default), `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
+   */
+  mc_dtype dtype;
+} mc_model_options;
+
+/*
+ How token ids are passed: `MC_TOKENS_INT64` or `MC_TOKENS_UINT32`.
+ */
+typedef int32_t mc_token_type;
+
+/*
+ An activation location: one of the `MC_ACT_*` constants (spec section 6's names).
+ */
+typedef int32_t mc_activation;
+
+/*
+ A forward pass request; start from `mc_forward_request_default()`. Every pointer is only
+ read during the call.
+ */
+typedef struct mc_forward_request {
+  /*
+   Set by `mc_forward_request_default`; do not change.
+   */
+  uint32_t struct_size;
+  /*
+   `batch * seq_len` token ids, row-major, of type `token_type`.
+   */
+  const void *tokens;
+  mc_token_type token_type;
+  int64_t batch;
+  int64_t seq_len;
+  /*
+   NULL (no padding) or `n_pad` flags, true where a position is padding; rows must be
+   right-padded. The inverse of Hugging Face's `attention_mask`.
+   */
+  const bool *pad;
+  /*
+   Must equal `batch * seq_len` when `pad` is given.
+   */
+  size_t n_pad;
+  /*
+   `n_activations` requested locations with their `layers` (a layer index,
+   `MC_LAYER_ALL` for every layer, or `MC_LAYER_NONE` for model-wide locations).
+   Only these are kept; the logits always are.
+   */
+  const mc_activation *activations;
+  const int32_t *layers;
+  size_t n_activations;
+} mc_forward_request;
+
+/*
+ Options of `mc_sample`; start from `mc_sample_options_default()`.
+ */
+typedef struct mc_sample_options {
+  /*
+   Set by `mc_sample_options_default`; do not change.
+   */
+  uint32_t struct_size;
+  /*
+   Most tokens to produce (default 16).
+   */
+  uint32_t max_new_tokens;
+  /*
+   0 (default): greedy; otherwise the softmax temperature.
+   */
+  double temperature;
+  /*
+   Nucleus sampling mass in (0, 1]; 1 (default) disables it.
+   */
+  double top_p;
+  /*
+   Seed of the sampler's random stream (ChaCha8); equal seeds give equal samples.
+   */
+  uint64_t seed;
+  /*
+   Stop after `<|endoftext|>` (default true).
+   */
+  bool stop_at_end_of_text;
+} mc_sample_options;
 
 #define MC_WEIGHT_MLP_TO_HIDDEN 0
 
@@ -182,6 +286,61 @@ typedef int32_t mc_dimension;
  */
 #define MC_DIM_NONE -1
 
+#define MC_ACT_RESID_POST_EMB 0
+
+#define MC_ACT_RESID_DELTA_ATTN 1
+
+#define MC_ACT_RESID_POST_ATTN 2
+
+#define MC_ACT_RESID_DELTA_MLP 3
+
+#define MC_ACT_RESID_POST_MLP 4
+
+#define MC_ACT_ATTN_LN_SCALE 5
+
+#define MC_ACT_MLP_LN_SCALE 6
+
+#define MC_ACT_RESID_LN_F_SCALE 7
+
+#define MC_ACT_RESID_POST_ATTN_LN 8
+
+#define MC_ACT_RESID_POST_MLP_LN 9
+
+#define MC_ACT_RESID_POST_LN_F 10
+
+#define MC_ACT_ATTN_Q 11
+
+#define MC_ACT_ATTN_K 12
+
+#define MC_ACT_ATTN_V 13
+
+#define MC_ACT_ATTN_QK_LOGITS 14
+
+#define MC_ACT_ATTN_QK_PROBS 15
+
+#define MC_ACT_ATTN_V_OUT 16
+
+#define MC_ACT_MLP_PRE_ACT 17
+
+#define MC_ACT_MLP_POST_ACT 18
+
+#define MC_ACT_LOGITS 19
+
+/*
+ Number of activation locations (valid values are `0 .. MC_ACT_COUNT`).
+ */
+#define MC_ACT_COUNT 20
+
+#define MC_DTYPE_FLOAT32 0
+
+#define MC_DTYPE_FLOAT16 1
+
+#define MC_DTYPE_BFLOAT16 2
+
+#define MC_TOKENS_INT64 0
+
+#define MC_TOKENS_UINT32 1
+
 #define MC_OK 0
 
 #define MC_ERR_NULL_ARGUMENT 1
@@ -235,6 +394,10 @@ struct mc_open_options mc_open_options_default(void);
 /*
  Opens `model` (a local folder in the transformer-debugger layout) reading only its
  config.json; pieces are read on first use. `device` NULL: the default device.
+ `model` = `"tiktoken:<encoding>"` (e.g. `"tiktoken:cl100k_base"`) opens a tokenizer-only
+ context: the token calls and `MC_DIM_VOCAB_SIZE` work, weight calls, `mc_config_json` and
+ other dimensions fail with `MC_ERR_UNSUPPORTED`; an unknown encoding fails here
+ (`MC_ERR_UNSUPPORTED`, the message lists the known ones).
  On success `*out` receives a context to free with `mc_free`. Thread-safe.
 
  # Safety
@@ -375,9 +538,280 @@ mc_status mc_config_json(const struct mc_context *ctx, char **out);
 void mc_string_free(char *s);
 
 /*
+ Default model options: float32, not simplified.
+ */
+struct mc_model_options mc_model_options_default(void);
+
+/*
+ An empty request (no tokens, no padding, no activations, int64 ids).
+ */
+struct mc_forward_request mc_forward_request_default(void);
+
+/*
+ Default sampling: greedy, 16 tokens, seed 0, stop at `<|endoftext|>`.
+ */
+struct mc_sample_options mc_sample_options_default(void);
+
+/*
+ Creates the context's model (the seed's `get_or_create_model`) with `opts` (NULL: the
+ defaults) on the context's device. The first creation wins: a later call with different
+ options fails with `MC_ERR_INVALID_ARGUMENT`. From then on `mc_get_weight` reads the
+ model's parameters (after simplify, the folded values). `mc_forward` and `mc_sample`
+ create a default model when none exists. Thread-safe.
+
+ # Safety
+ `ctx` is NULL or a live context; `opts` NULL or valid for `opts->struct_size` bytes.
+ */
+mc_status mc_create_model(const struct mc_context *ctx, const struct mc_model_options *opts);
+
+/*
+ Runs a forward pass (no gradients) and returns the logits `[batch, seq_len, vocab]` and the
+ requested activations, each `[batch, ...per-sequence shape]`, in `*out` (free with
+ `mc_forward_output_free`). Creates a default model if the context has none. Thread-safe.
+
+ # Safety
+ `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
+ */
+mc_status mc_forward(const struct mc_context *ctx,
+                     const struct mc_forward_request *req,
+                     struct mc_forward_output **out);
+
+/*
+ One activation of a forward output as a DLPack tensor (`layer`: the layer, or
+ `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
+ hands out a new tensor sharing the output's memory: free it with its deleter; it stays
+ valid after `mc_forward_output_free`. Not found if it was not requested.
+
+ # Safety
+ `output` NULL or live; `out` NULL or writable.
+ */
+mc_status mc_forward_output_get(const struct mc_forward_output *output,
+                                mc_activation act,
+                                int32_t layer,
+                                DLManagedTensorVersioned **out);
+
+/*
+ Frees a forward output (NULL: no-op); tensors taken from it stay valid.
+
+ # Safety
+ `output` is NULL or from `mc_forward`, not freed before.
+ */
+void mc_forward_output_free(struct mc_forward_output *output);
+
+/*
+ Looks up an activation location by name (e.g. "mlp.post_act").
+
+ # Safety
+ `name` is NULL or NUL-terminated; `out` is NULL or writable.
+ */
+mc_status mc_activation_from_name(const char *name, mc_activation *out);
+
+/*
+ The name of an activation location (static storage), or NULL when out of range.
+ */
+const char *mc_activation_name(mc_activation act);
+
+/*
+ Whether an activation location is per-layer (else model-wide).
+
+ # Safety
+ `out` is NULL or writable.
+ */
+mc_status mc_activation_per_layer(mc_activation act, bool *out);
+
+/*
+ Continues `prompt` (`n_prompt` ids) with up to `opts->max_new_tokens` new tokens (only the
+ new ones are written). Size probe: `tokens` NULL with `capacity` 0 gives `MC_OK` and
+ `*n_tokens = max_new_tokens`; a capacity below it is `MC_ERR_BUFFER_TOO_SMALL` (nothing
+ sampled). Decode the result with `mc_decode`. Thread-safe.
+
+ # Safety
+ `prompt` valid for `n_prompt` ids; `tokens` NULL or valid for `capacity` ids; `opts` NULL
+ or valid; `n_tokens` NULL or writable.
+ */
+mc_status mc_sample(const struct mc_context *ctx,
+                    const uint32_t *prompt,
+                    size_t n_prompt,
+                    const struct mc_sample_options *opts,
+                    uint32_t *tokens,
+                    size_t capacity,
+                    size_t *n_tokens);
+
+/*
  The constant's name of a status, or "MC_ERR_UNKNOWN" for a value outside the list.
  */
 const char *mc_status_name(mc_status status);
+
+/*
+ Encodes `text` (`text_len` bytes of UTF-8) with the context's encoding, as the seed's
+ `encode`: the special token `<|endoftext|>` becomes its id; any other special token of the
+ encoding in the text fails with `MC_ERR_TOKEN` naming it (Python tiktoken raises there).
+ The ids are exactly Python tiktoken's. Long texts are encoded on all cores.
+
+ `tokens`: caller-owned, `capacity` ids; `*n_tokens` receives the count. Size probe: `tokens`
+ NULL with `capacity` 0 returns `MC_OK` and only the count; a smaller capacity returns
+ `MC_ERR_BUFFER_TOO_SMALL`, the count, and leaves `tokens` untouched. A capacity of
+ `text_len` always suffices (every token covers at least one byte).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, or `text` NULL with `text_len` > 0),
+ `MC_ERR_INVALID_ARGUMENT` (not UTF-8; the message gives the offset of the first bad byte),
+ `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run
+ concurrently with any call on the same context except `mc_free`.
+
+ # Safety
+ `ctx` is NULL or a live context; `text` is NULL or valid for `text_len` bytes; `tokens` is
+ NULL or valid for `capacity` writes; `n_tokens` is NULL or writable.
+ */
+mc_status mc_encode(const struct mc_context *ctx,
+                    const char *text,
+                    size_t text_len,
+                    uint32_t *tokens,
+                    size_t capacity,
+                    size_t *n_tokens);
+
+/*
+ Decodes `n` token ids to their exact bytes (Python's `decode_bytes`): no NUL terminator, no
+ replacement of partial UTF-8 sequences. An id outside the vocabulary (at or above
+ `MC_DIM_VOCAB_SIZE`, or one of the unused ids below it) fails with `MC_ERR_TOKEN` naming it
+ and its index.
+
+ `bytes`: caller-owned, `capacity` bytes; `*n_bytes` receives the length. Size probe as for
+ `mc_encode` (`bytes` NULL with `capacity` 0: `MC_OK` and the length only; too small:
+ `MC_ERR_BUFFER_TOO_SMALL`, the length, `bytes` untouched).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`, or `tokens` NULL with `n` > 0),
+ `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run
+ concurrently with any call on the same context except `mc_free`.
+
+ # Safety
+ `ctx` is NULL or a live context; `tokens` is NULL or valid for `n` reads; `bytes` is NULL or
+ valid for `capacity` writes; `n_bytes` is NULL or writable.
+ */
+mc_status mc_decode(const struct mc_context *ctx,
+                    const uint32_t *tokens,
+                    size_t n,
+                    char *bytes,
+                    size_t capacity,
+                    size_t *n_bytes);
+
+/*
+ The exact bytes of one token id (Python's `decode_single_token_bytes`; the seed's
+ `decode_token` without its U+FFFD replacement): possibly a partial UTF-8 sequence, no NUL
+ terminator. An id outside the vocabulary fails with `MC_ERR_TOKEN` naming it.
+
+ `bytes`: caller-owned, `capacity` bytes; `*n_bytes` receives the length; size probe as for
+ `mc_decode`. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`), `MC_ERR_TOKEN`,
+ `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run concurrently with any call
+ on the same context except `mc_free`.
+
+ # Safety
+ `ctx` is NULL or a live context; `bytes` is NULL or valid for `capacity` writes; `n_bytes`
+ is NULL or writable.
+ */
+mc_status mc_decode_token(const struct mc_context *ctx,
+                          uint32_t token,
+                          char *bytes,
+                          size_t capacity,
+                          size_t *n_bytes);
+
+/*
+ The seed's `encode_token_str`: the one id that `text` (`text_len` bytes of UTF-8) encodes
+ to. Text that encodes to zero or several ids fails with `MC_ERR_TOKEN`, the message showing
+ the ids; `<|endoftext|>` gives its id; other special tokens fail as in `mc_encode`.
+
+ `*token` is written only on success. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `token`, or
+ `text` NULL with `text_len` > 0), `MC_ERR_INVALID_ARGUMENT` (not UTF-8, with the offset),
+ `MC_ERR_TOKEN`. Thread-safe: may run concurrently with any call on the same context except
+ `mc_free`.
+
+ # Safety
+ `ctx` is NULL or a live context; `text` is NULL or valid for `text_len` bytes; `token` is
+ NULL or writable.
+ */
+mc_status mc_encode_token_str(const struct mc_context *ctx,
+                              const char *text,
+                              size_t text_len,
+                              uint32_t *token);
+
+/*
+ The seed's `decode_token_list`: the exact bytes of each of `n` ids, back to back in `bytes`
+ (the same bytes as `mc_decode`), with `offsets` (caller-owned, `n + 1` entries) delimiting
+ them: id `i` is `bytes[offsets[i] .. offsets[i + 1]]`, `offsets[n]` = `*n_bytes`.
+
+ Size probe on `bytes` as for `mc_decode`; `offsets` is written only when `bytes` is, but
+ must never be NULL. An id outside the vocabulary fails with `MC_ERR_TOKEN` naming it and
+ its index. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `offsets`, `n_bytes`, or `tokens` NULL
+ with `n` > 0), `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may
+ run concurrently with any call on the same context except `mc_free`.
+
+ # Safety
+ `ctx` is NULL or a live context; `tokens` is NULL or valid for `n` reads; `bytes` is NULL or
+ valid for `capacity` writes; `offsets` is NULL or valid for `n + 1` writes; `n_bytes` is
+ NULL or writable.
+ */
+mc_status mc_decode_token_list(const struct mc_context *ctx,
+                               const uint32_t *tokens,
+                               size_t n,
+                               char *bytes,
+                               size_t capacity,
+                               size_t *offsets,
+                               size_t *n_bytes);
+
+/*
+ The seed's `encode_token_str_list`: `tokens[i]` (caller-owned, `n` entries) receives the one
+ id of `texts[i]` (`text_lens[i]` bytes of UTF-8; NULL with length 0 is the empty text).
+ The first string that is not exactly one token fails the call with `MC_ERR_TOKEN`, the
+ message naming its index and the ids it encodes to; `tokens` is written only on success.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, or `texts`, `text_lens` or `tokens` NULL with
+ `n` > 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
+ `MC_ERR_TOKEN`. Thread-safe: may run concurrently with any call on the same context except
+ `mc_free`.
+
+ # Safety
+ `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n` reads,
+ each `texts[i]` NULL or valid for `text_lens[i]` bytes; `tokens` NULL or valid for `n`
+ writes.
+ */
+mc_status mc_encode_token_str_list(const struct mc_context *ctx,
+                                   const char *const *texts,
+                                   const size_t *text_lens,
+                                   size_t n,
+                                   uint32_t *tokens);
+
+/*
+ Encodes `n_texts` texts on all cores (for datasets); each text's ids are exactly those
+ `mc_encode` gives for it alone. `texts[i]` has `text_lens[i]` bytes of UTF-8 (NULL with
+ length 0 is the empty text).
+
+ Output: the ids of all texts back to back in `tokens` (caller-owned, `capacity` ids), and
+ `offsets` (caller-owned, `n_texts + 1` entries): text `i`'s ids are
+ `tokens[offsets[i] .. offsets[i + 1]]`, `offsets[n_texts]` = `*n_tokens`. Size probe on
+ `tokens` as for `mc_encode`; `offsets` is written only when `tokens` is, but must never be
+ NULL. A capacity of the sum of `text_lens` always suffices.
+
+ The first failing text (lowest index) fails the whole call, the message naming its index;
+ nothing but the size-probe count is written then. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`,
+ `offsets`, `n_tokens`, or `texts` / `text_lens` NULL with `n_texts` > 0, or `texts[i]` NULL
+ with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8, with the offset),
+ `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run
+ concurrently with any call on the same context except `mc_free`; the work runs on a
+ process-wide pool of one thread per core (`RAYON_NUM_THREADS` overrides its size).
+
+ # Safety
+ `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n_texts`
+ reads, each `texts[i]` NULL or valid for `text_lens[i]` bytes; `tokens` is NULL or valid for
+ `capacity` writes; `offsets` is NULL or valid for `n_texts + 1` writes; `n_tokens` is NULL
+ or writable.
+ */
+mc_status mc_encode_batch(const struct mc_context *ctx,
+                          const char *const *texts,
+                          const size_t *text_lens,
+                          size_t n_texts,
+                          uint32_t *tokens,
+                          size_t capacity,
+                          size_t *offsets,
+                          size_t *n_tokens);
 
 #ifdef __cplusplus
 }  // extern "C"

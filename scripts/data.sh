@@ -6,11 +6,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 py=$root/.venv/bin/python
 cd "$root"
 
-# make DIR SCRIPT ARGS...: regenerate DIR when SCRIPT (or make_checkpoint.py) changed.
+# make DIR SCRIPT ARGS...: regenerate DIR when any generator script (scripts/*.py) or the
+# pinned requirements changed since DIR was made.
 make() {
   local dir=$1 script=$2; shift 2
   local stamp
-  stamp=$(cat "$script" scripts/make_checkpoint.py | sha256sum | cut -d' ' -f1)
+  stamp=$(cat scripts/*.py requirements.txt | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$dir"
     "$py" "$script" "$@"
@@ -24,7 +25,8 @@ for what in "${@:-demo golden}"; do
       demo) make data/demo scripts/make_checkpoint.py --preset demo --out data/demo --seed 0 ;;
       golden)
         make data/pt_golden scripts/gen_pt_golden.py data/pt_golden
-        make data/context_golden scripts/gen_context_golden.py data/context_golden ;;
+        make data/context_golden scripts/gen_context_golden.py data/context_golden
+        make data/model_golden scripts/gen_model_golden.py data/model_golden ;;
       bench) make data/gpt2-small-random scripts/make_checkpoint.py --preset gpt2-small-random --out data/gpt2-small-random --seed 1 ;;
       *) echo "unknown data set $w" >&2; exit 2 ;;
     esac

@@ -229,6 +229,9 @@ def corpus():
               "😀" * 700, "中" * 2000, "x" + " " * 4000 + "y", "!" * 2500, " " * 2000 + "\n" * 2000 + "z",
               "".join(chr(0x4E00 + i) for i in range(3000)), "\t \n" * 1500]
     texts += [prose(rng, 300) + "\n\n" + "".join(CODE) * 3]
+    # Longer than the library's threshold for encoding one text on several cores (128 KiB).
+    texts += ["<|endoftext|>".join(prose(rng, 200) + "\n\n" + "".join(CODE) + "".join(CJK) + "".join(EMOJI_MARKS)
+                                   + "".join(LINE_ENDS) + "".join(WHITESPACE) + "".join(DIGITS) for _ in range(16))]
     return texts
 
 

@@ -4,8 +4,10 @@ use crate::device::Device;
 use crate::dims::Dimension;
 use crate::encoding;
 use crate::error::{err, ErrorKind, Result};
+use crate::model::{Model, ModelOptions};
 use crate::source::{LocalTdb, PieceSource};
 use crate::tensor::OwnedTensor;
+use crate::tokenizer::Tokenizer;
 use crate::weights::{permutation, WeightLocation};
 use model_context_formats::TensorRecord;
 use std::collections::HashMap;
@@ -24,6 +26,23 @@ pub trait ModelContext: Send + Sync {
     fn encoding_name(&self) -> Result<&str>;
     /// The config dictionary (the seven keys of spec section 1).
     fn config_json(&self) -> Result<serde_json::Value>;
+    /// The tokenizer of the context's encoding (spec section 4), built on first use.
+    fn tokenizer(&self) -> Result<&Tokenizer> {
+        Err(err(
+            ErrorKind::Unsupported,
+            format!("the {} context has no tokenizer", self.model_name()),
+        ))
+    }
+    /// The seed's `get_or_create_model`: the first call creates the model (with `opts`, or
+    /// the defaults), later calls return the same one; options that differ from the created
+    /// model's are an error rather than silently ignored.
+    fn get_or_create_model(&self, opts: Option<ModelOptions>) -> Result<Arc<Model>> {
+        let _ = opts;
+        Err(err(
+            ErrorKind::Unsupported,
+            format!("the {} context has no model", self.model_name()),
+        ))
+    }
 
     /// Sizes of a shape spec; `singleton` counts as 1.
     fn shape_from_spec(&self, spec: &[Dimension]) -> Result<Vec<i64>> {
@@ -171,6 +190,7 @@ pub struct StandardModelContext {
     source: Box<dyn PieceSource>,
     n_vocab: i64,
     pieces: Mutex<HashMap<String, Arc<TensorRecord>>>,
+    model: once_cell::sync::OnceCell<Arc<Model>>,
 }
 
 impl StandardModelContext {
@@ -197,6 +217,7 @@ impl StandardModelContext {
             source,
             n_vocab,
             pieces: Mutex::new(HashMap::new()),
+            model: once_cell::sync::OnceCell::new(),
         })
     }
 
@@ -258,9 +279,12 @@ impl ModelContext for StandardModelContext {
 
     fn weight_helper(&self, loc: WeightLocation, layer: Option<i64>) -> Result<OwnedTensor> {
         let key = loc.piece_name(layer);
-        let record = self.piece(&key)?;
         let spec = loc.spec();
-        let mut w = OwnedTensor::from_record(&record)?;
+        // Once the model exists its parameters are the weights (folded, after simplify).
+        let mut w = match self.model.get() {
+            Some(model) => model.param(&key)?.share(),
+            None => OwnedTensor::from_record(&*self.piece(&key)?)?,
+        };
         let stored = w.shape();
         let shape_err = |what: &str| {
             err(
@@ -313,6 +337,107 @@ impl ModelContext for StandardModelContext {
 
     fn config_json(&self) -> Result<serde_json::Value> {
         Ok(self.config().to_json())
+    }
+
+    /// Shared by every context of the same encoding (`Tokenizer::shared`), built on first use.
+    fn tokenizer(&self) -> Result<&Tokenizer> {
+        Tokenizer::shared(&self.config().enc)
+    }
+
+    fn get_or_create_model(&self, opts: Option<ModelOptions>) -> Result<Arc<Model>> {
+        let model = self.model.get_or_try_init(|| {
+            let create = opts.unwrap_or_default();
+            Model::create(self.config(), self.n_vocab, self.device, create, |k| {
+                self.piece(k)
+            })
+            .map(Arc::new)
+        })?;
+        match opts {
+            Some(o) if o != model.options() => Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "the model of {} was already created with {:?}; it cannot be re-created with {o:?}",
+                    self.name,
+                    model.options()
+                ),
+            )),
+            _ => Ok(model.clone()),
+        }
+    }
+}
+
+/// The model name prefix that opens a tokenizer-only context: `"tiktoken:cl100k_base"`.
+pub const TOKENIZER_ONLY_PREFIX: &str = "tiktoken:";
+
+/// Opens `model`: a local TDB folder, or `"tiktoken:<encoding>"` for a tokenizer-only context.
+pub fn open_context(model: &str, opts: &OpenOptions) -> Result<Box<dyn ModelContext>> {
+    match model.strip_prefix(TOKENIZER_ONLY_PREFIX) {
+        Some(enc) => Ok(Box::new(TokenizerOnlyContext::open(enc, opts)?)),
+        None => Ok(Box::new(StandardModelContext::open(model, opts)?)),
+    }
+}
+
+/// A context with a tokenizer and no checkpoint, for users who only tokenize: the tokenizer
+/// and `vocab_size` work; weights, config and the other dimensions are `Unsupported`.
+pub struct TokenizerOnlyContext {
+    name: String,
+    device: Device,
+    tokenizer: &'static Tokenizer,
+}
+
+impl TokenizerOnlyContext {
+    /// Builds (or reuses) the encoding's tokenizer; an unknown encoding lists the known ones.
+    pub fn open(encoding_name: &str, opts: &OpenOptions) -> Result<Self> {
+        let device = match opts.device {
+            Some(d) => {
+                d.check_available()?;
+                d
+            }
+            None => Device::Cpu,
+        };
+        Ok(TokenizerOnlyContext {
+            name: format!("{TOKENIZER_ONLY_PREFIX}{encoding_name}"),
+            device,
+            tokenizer: Tokenizer::shared(encoding_name)?,
+        })
+    }
+
+    fn unsupported<T>(&self, what: &str) -> Result<T> {
+        Err(err(
+            ErrorKind::Unsupported,
+            format!(
+                "{} is a tokenizer-only context: it has no {what} (open a checkpoint for that)",
+                self.name
+            ),
+        ))
+    }
+}
+
+impl ModelContext for TokenizerOnlyContext {
+    fn model_name(&self) -> &str {
+        &self.name
+    }
+    fn device(&self) -> Device {
+        self.device
+    }
+    fn get_dim_size(&self, dim: Dimension) -> Result<i64> {
+        match dim {
+            Dimension::VocabSize => Ok(self.tokenizer.n_vocab() as i64),
+            Dimension::Singleton => Ok(1),
+            other => self.unsupported(&format!("size for {}", other.name())),
+        }
+    }
+    fn weight_helper(&self, loc: WeightLocation, _: Option<i64>) -> Result<OwnedTensor> {
+        self.unsupported(&format!("weights ({})", loc.name()))
+    }
+    fn encoding_name(&self) -> Result<&str> {
+        Ok(self.tokenizer.name())
+    }
+    fn config_json(&self) -> Result<serde_json::Value> {
+        self.unsupported("config")
+    }
+    fn tokenizer(&self) -> Result<&Tokenizer> {
+        Ok(self.tokenizer)
     }
 }
 

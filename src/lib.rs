@@ -5,7 +5,9 @@
 //! `config`) -> checkpoint sources (`source`) -> the model context (`weights`, `dims`,
 //! `context`) -> the C ABI (`ffi`), which holds no logic of its own.
 pub mod names;
+pub mod sampling;
 
+pub mod activations;
 pub mod config;
 pub mod context;
 pub mod device;
@@ -13,12 +15,16 @@ pub mod dims;
 pub mod encoding;
 pub mod error;
 pub mod ffi;
+pub mod layout;
+pub mod model;
 pub mod source;
 pub mod tensor;
+pub mod tokenizer;
 pub mod weights;
 
 pub use context::{ModelContext, OpenOptions, StandardModelContext, StubModelContext};
 pub use device::Device;
 pub use dims::Dimension;
 pub use error::{Error, ErrorKind, Result};
+pub use tokenizer::Tokenizer;
 pub use weights::WeightLocation;

@@ -64,6 +64,15 @@ impl OwnedTensor {
         }
     }
 
+    /// Another handle on the same memory, with the same owner and flags.
+    pub fn share(&self) -> OwnedTensor {
+        OwnedTensor {
+            tensor: self.tensor.shallow_clone(),
+            owner: self.owner.clone(),
+            read_only: self.read_only,
+        }
+    }
+
     /// Same memory, new view (split, permutation, broadcast); keeps the owner.
     pub fn with_view(
         &self,

@@ -3,7 +3,7 @@
 use super::dlpack::{export_legacy, export_versioned, DLManagedTensor, DLManagedTensorVersioned};
 use super::status::*;
 use super::*;
-use crate::context::{ModelContext, OpenOptions, StandardModelContext};
+use crate::context::{open_context, ModelContext, OpenOptions};
 use crate::device::Device;
 use crate::dims::Dimension;
 use crate::tensor::OwnedTensor;
@@ -112,7 +112,7 @@ unsafe fn device_arg(device: *const c_char) -> Result<Option<Device>> {
         .transpose()
 }
 
-unsafe fn ctx_arg<'a>(ctx: *const mc_context) -> Result<&'a dyn ModelContext> {
+pub(crate) unsafe fn ctx_arg<'a>(ctx: *const mc_context) -> Result<&'a dyn ModelContext> {
     Ok(&*arg_ref(ctx, "ctx")?.inner)
 }
 
@@ -140,6 +140,10 @@ pub extern "C" fn mc_open_options_default() -> mc_open_options {
 
 /// Opens `model` (a local folder in the transformer-debugger layout) reading only its
 /// config.json; pieces are read on first use. `device` NULL: the default device.
+/// `model` = `"tiktoken:<encoding>"` (e.g. `"tiktoken:cl100k_base"`) opens a tokenizer-only
+/// context: the token calls and `MC_DIM_VOCAB_SIZE` work, weight calls, `mc_config_json` and
+/// other dimensions fail with `MC_ERR_UNSUPPORTED`; an unknown encoding fails here
+/// (`MC_ERR_UNSUPPORTED`, the message lists the known ones).
 /// On success `*out` receives a context to free with `mc_free`. Thread-safe.
 ///
 /// # Safety
@@ -168,36 +172,16 @@ pub unsafe extern "C" fn mc_open_ex(
     guard(|| {
         arg_out(out, "out")?;
         let model = arg_str(model, "model")?;
-        let opts = read_options(opts)?;
+        let opts = read_options(opts, mc_open_options_default())?;
         let options = OpenOptions {
             device: device_arg(opts.device)?,
         };
-        let ctx = StandardModelContext::open(model, &options)?;
         let handle = Box::new(mc_context {
-            inner: Box::new(ctx),
+            inner: open_context(model, &options)?,
         });
         write_out(out, Box::into_raw(handle));
         Ok(())
     })
-}
-
-/// Copies the caller's options over the defaults, reading only the fields it knows.
-unsafe fn read_options(p: *const mc_open_options) -> Result<mc_open_options> {
-    let mut opts = mc_open_options_default();
-    if p.is_null() {
-        return Ok(opts);
-    }
-    let given = std::ptr::read_unaligned(p as *const u32) as usize;
-    if given < std::mem::size_of::<u32>() {
-        return Err(err(
-            ErrorKind::InvalidArgument,
-            format!("mc_open_options.struct_size = {given}: start from mc_open_options_default()"),
-        ));
-    }
-    let n = given.min(std::mem::size_of::<mc_open_options>());
-    std::ptr::copy_nonoverlapping(p as *const u8, &mut opts as *mut _ as *mut u8, n);
-    opts.struct_size = std::mem::size_of::<mc_open_options>() as u32;
-    Ok(opts)
 }
 
 /// Frees a context (NULL: no-op). Tensors it handed out stay valid. Not concurrent with
@@ -263,7 +247,7 @@ pub unsafe extern "C" fn mc_dimension_from_name(
 }
 
 /// The body of the `*_from_name` functions: NotFound names the unknown string.
-unsafe fn lookup_name(
+pub(crate) unsafe fn lookup_name(
     name: *const c_char,
     out: *mut i32,
     what: &str,
@@ -286,15 +270,17 @@ pub extern "C" fn mc_dimension_name(dim: mc_dimension) -> *const c_char {
 }
 
 /// NUL-terminated copies of the static names, made once.
-fn static_name(name: &'static str) -> *const c_char {
+pub(crate) fn static_name(name: &'static str) -> *const c_char {
     use once_cell::sync::Lazy;
     use std::collections::HashMap;
     use std::ffi::CString;
     static NAMES: Lazy<HashMap<&'static str, CString>> = Lazy::new(|| {
         let weights = WeightLocation::ALL.iter().map(|l| l.name());
         let dims = Dimension::ALL.iter().map(|d| d.name());
+        let acts = crate::activations::Activation::ALL.iter().map(|a| a.name());
         weights
             .chain(dims)
+            .chain(acts)
             .map(|n| (n, CString::new(n).unwrap_or_default()))
             .collect()
     });

@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod dlpack;
+pub mod model;
 pub mod status;
+pub mod tokens;
 
 use crate::error::{err, Error, ErrorKind, Result};
 use status::*;
@@ -101,6 +103,42 @@ pub(crate) fn arg_out<T>(p: *mut T, what: &str) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// Reads an options struct whose first field is `uint32_t struct_size`: the caller's bytes
+/// over `defaults`, only as many as it says it has (an older caller knows fewer fields).
+/// Fields are only ever appended after the previous version's `sizeof`.
+///
+/// # Safety
+/// `p` is NULL or points to at least `p->struct_size` readable bytes.
+pub(crate) unsafe fn read_options<T>(p: *const T, defaults: T) -> Result<T> {
+    let mut opts = defaults;
+    if p.is_null() {
+        return Ok(opts);
+    }
+    let size = std::mem::size_of::<T>();
+    let given = std::ptr::read_unaligned(p as *const u32) as usize;
+    if given < std::mem::size_of::<u32>() {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "{}.struct_size = {given}: start from its _default() function",
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("options")
+            ),
+        ));
+    }
+    // Keep our own struct_size (the first 4 bytes) and copy the caller's fields after it.
+    let n = given.min(size);
+    let header = std::mem::size_of::<u32>();
+    std::ptr::copy_nonoverlapping(
+        (p as *const u8).add(header),
+        (&mut opts as *mut T as *mut u8).add(header),
+        n - header,
+    );
+    Ok(opts)
 }
 
 /// Writes an out-parameter; only called on success, after `arg_out` checked the pointer.

@@ -1,0 +1,318 @@
+//! The model's C ABI: forward requests, outputs, sampling, and a clear status for every bad
+//! input with the context still usable.
+mod common;
+use model_context::ffi::api::*;
+use model_context::ffi::dlpack::DLManagedTensorVersioned;
+use model_context::ffi::model::*;
+use model_context::ffi::status::*;
+use std::ffi::{CStr, CString};
+use std::ptr::{null, null_mut};
+
+fn model_dir() -> CString {
+    let dir = common::data_dir(
+        "MC_MODEL_GOLDEN_DIR",
+        "data/model_golden",
+        "scripts/gen_model_golden.py",
+    );
+    CString::new(dir.join("e32_l2_h4").to_str().unwrap()).unwrap()
+}
+
+fn open() -> *mut mc_context {
+    let mut ctx = null_mut();
+    assert_eq!(
+        unsafe { mc_open(model_dir().as_ptr(), c"cpu".as_ptr(), &mut ctx) },
+        MC_OK
+    );
+    ctx
+}
+
+fn last_error() -> String {
+    unsafe {
+        CStr::from_ptr(mc_last_error())
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn request(
+    tokens: &[u32],
+    batch: i64,
+    seq: i64,
+    acts: &[i32],
+    layers: &[i32],
+) -> mc_forward_request {
+    let mut r = mc_forward_request_default();
+    r.tokens = tokens.as_ptr().cast();
+    r.token_type = MC_TOKENS_UINT32;
+    r.batch = batch;
+    r.seq_len = seq;
+    r.activations = acts.as_ptr();
+    r.layers = layers.as_ptr();
+    r.n_activations = acts.len();
+    r
+}
+
+fn forward(
+    ctx: *const mc_context,
+    r: &mc_forward_request,
+) -> Result<*mut mc_forward_output, (i32, String)> {
+    let mut out = null_mut();
+    match unsafe { mc_forward(ctx, r, &mut out) } {
+        MC_OK => Ok(out),
+        s => {
+            assert!(out.is_null());
+            Err((s, last_error()))
+        }
+    }
+}
+
+fn get(out: *const mc_forward_output, act: i32, layer: i32) -> Result<Vec<i64>, i32> {
+    let mut t: *mut DLManagedTensorVersioned = null_mut();
+    match unsafe { mc_forward_output_get(out, act, layer, &mut t) } {
+        MC_OK => unsafe {
+            let dl = &(*t).dl_tensor;
+            let shape = std::slice::from_raw_parts(dl.shape, dl.ndim as usize).to_vec();
+            assert_eq!((*t).flags & 1, 0, "fresh memory, writable");
+            ((*t).deleter.unwrap())(t);
+            Ok(shape)
+        },
+        s => Err(s),
+    }
+}
+
+#[test]
+fn forward_through_the_c_api() {
+    let ctx = open();
+    let tokens = [464u32, 2068, 7586, 21831, 464, 2068];
+    let r = request(
+        &tokens,
+        2,
+        3,
+        &[
+            MC_ACT_MLP_POST_ACT,
+            MC_ACT_RESID_POST_EMB,
+            MC_ACT_ATTN_QK_PROBS,
+        ],
+        &[MC_LAYER_ALL, MC_LAYER_NONE, 1],
+    );
+    let out = forward(ctx, &r).unwrap();
+    assert_eq!(
+        get(out, MC_ACT_LOGITS, MC_LAYER_NONE).unwrap(),
+        [2, 3, 50257]
+    );
+    assert_eq!(get(out, MC_ACT_MLP_POST_ACT, 0).unwrap(), [2, 3, 128]);
+    assert_eq!(get(out, MC_ACT_MLP_POST_ACT, 1).unwrap(), [2, 3, 128]);
+    assert_eq!(
+        get(out, MC_ACT_RESID_POST_EMB, MC_LAYER_NONE).unwrap(),
+        [2, 3, 32]
+    );
+    assert_eq!(get(out, MC_ACT_ATTN_QK_PROBS, 1).unwrap(), [2, 3, 3, 4]);
+    assert_eq!(get(out, MC_ACT_ATTN_QK_PROBS, 0), Err(MC_ERR_NOT_FOUND));
+    assert!(
+        last_error().contains("attn.qk_probs layer 0 was not requested"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(get(out, 20, 0), Err(MC_ERR_INVALID_ARGUMENT));
+    // The same ids as int64 give the same logits.
+    let wide: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+    let mut r64 = request(&tokens, 2, 3, &[], &[]);
+    r64.tokens = wide.as_ptr().cast();
+    r64.token_type = MC_TOKENS_INT64;
+    let out64 = forward(ctx, &r64).unwrap();
+    let logits = |o| unsafe {
+        let mut t: *mut DLManagedTensorVersioned = null_mut();
+        assert_eq!(
+            mc_forward_output_get(o, MC_ACT_LOGITS, MC_LAYER_NONE, &mut t),
+            MC_OK
+        );
+        let v = std::slice::from_raw_parts((*t).dl_tensor.data as *const f32, 6 * 50257).to_vec();
+        ((*t).deleter.unwrap())(t);
+        v
+    };
+    assert_eq!(logits(out), logits(out64));
+    unsafe {
+        mc_forward_output_free(out);
+        mc_forward_output_free(out64);
+        mc_forward_output_free(null_mut());
+        mc_free(ctx);
+    }
+}
+
+#[test]
+fn bad_requests_have_their_status_and_leave_the_context_usable() {
+    let ctx = open();
+    let good = [1u32, 2, 3];
+    let long = vec![1u32; 33];
+    let oov = [1u32, 50257, 3];
+    let pad = [false, true];
+    let cases: Vec<(mc_forward_request, i32, &str)> = vec![
+        (
+            request(&oov, 1, 3, &[], &[]),
+            MC_ERR_TOKEN,
+            "token id 50257",
+        ),
+        (
+            request(&long, 1, 33, &[], &[]),
+            MC_ERR_INVALID_ARGUMENT,
+            "exceeds ctx_window 32",
+        ),
+        (
+            request(&good, 0, 3, &[], &[]),
+            MC_ERR_INVALID_ARGUMENT,
+            "empty batch",
+        ),
+        (
+            request(&good, 1, 3, &[99], &[0]),
+            MC_ERR_INVALID_ARGUMENT,
+            "activation location 99",
+        ),
+        (
+            request(&good, 1, 3, &[MC_ACT_MLP_PRE_ACT], &[2]),
+            MC_ERR_INVALID_ARGUMENT,
+            "layer 2 out of range",
+        ),
+        (
+            request(&good, 1, 3, &[MC_ACT_MLP_PRE_ACT], &[-7]),
+            MC_ERR_INVALID_ARGUMENT,
+            "-7",
+        ),
+        (
+            {
+                let mut r = request(&good, 1, 3, &[], &[]);
+                r.pad = pad.as_ptr();
+                r.n_pad = 2;
+                r
+            },
+            MC_ERR_INVALID_ARGUMENT,
+            "pad mask has 2 entries",
+        ),
+        (
+            {
+                let mut r = request(&good, 1, 3, &[], &[]);
+                r.token_type = 5;
+                r
+            },
+            MC_ERR_INVALID_ARGUMENT,
+            "token_type 5",
+        ),
+        (
+            {
+                let mut r = request(&good, 1, 3, &[], &[]);
+                r.tokens = null();
+                r
+            },
+            MC_ERR_NULL_ARGUMENT,
+            "tokens",
+        ),
+    ];
+    for (r, status, needle) in cases {
+        let (s, msg) = forward(ctx, &r)
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {needle}"));
+        assert_eq!(s, status, "{needle}: {msg}");
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+    let mut out = null_mut();
+    assert_eq!(
+        unsafe { mc_forward(ctx, null(), &mut out) },
+        MC_ERR_NULL_ARGUMENT
+    );
+    assert_eq!(
+        unsafe { mc_forward(null(), &request(&good, 1, 3, &[], &[]), &mut out) },
+        MC_ERR_NULL_ARGUMENT
+    );
+    let mut act = 3;
+    assert_eq!(
+        unsafe { mc_activation_from_name(c"mlp.nothing".as_ptr(), &mut act) },
+        MC_ERR_NOT_FOUND
+    );
+    assert_eq!(act, 3);
+    assert_eq!(
+        unsafe { mc_activation_from_name(c"mlp.post_act".as_ptr(), &mut act) },
+        MC_OK
+    );
+    assert_eq!(act, MC_ACT_MLP_POST_ACT);
+    assert_eq!(
+        unsafe { CStr::from_ptr(mc_activation_name(MC_ACT_ATTN_QK_LOGITS)) }
+            .to_str()
+            .unwrap(),
+        "attn.qk_logits"
+    );
+    let mut opts = mc_model_options_default();
+    opts.simplify = true;
+    assert_eq!(
+        unsafe { mc_create_model(ctx, &opts) },
+        MC_ERR_INVALID_ARGUMENT,
+        "a default model already exists"
+    );
+    opts.dtype = 9;
+    assert_eq!(
+        unsafe { mc_create_model(ctx, &opts) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    let out = forward(ctx, &request(&good, 1, 3, &[], &[])).expect("still usable");
+    unsafe { mc_forward_output_free(out) };
+    unsafe { mc_free(ctx) };
+}
+
+#[test]
+fn sampling_through_the_c_api() {
+    let ctx = open();
+    let prompt = [464u32, 2068];
+    let mut opts = mc_sample_options_default();
+    opts.max_new_tokens = 6;
+    opts.stop_at_end_of_text = false;
+    let mut n = 0usize;
+    assert_eq!(
+        unsafe { mc_sample(ctx, prompt.as_ptr(), 2, &opts, null_mut(), 0, &mut n) },
+        MC_OK
+    );
+    assert_eq!(n, 6);
+    let mut small = [7u32; 3];
+    assert_eq!(
+        unsafe {
+            mc_sample(
+                ctx,
+                prompt.as_ptr(),
+                2,
+                &opts,
+                small.as_mut_ptr(),
+                3,
+                &mut n,
+            )
+        },
+        MC_ERR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(small, [7; 3]);
+    let run = |temperature: f64, seed: u64| {
+        let mut o = opts;
+        o.temperature = temperature;
+        o.seed = seed;
+        let mut buf = [0u32; 6];
+        let mut n = 0usize;
+        assert_eq!(
+            unsafe { mc_sample(ctx, prompt.as_ptr(), 2, &o, buf.as_mut_ptr(), 6, &mut n) },
+            MC_OK,
+            "{}",
+            last_error()
+        );
+        buf[..n].to_vec()
+    };
+    assert_eq!(run(0.0, 1), run(0.0, 2), "greedy ignores the seed");
+    assert_eq!(run(2.0, 5), run(2.0, 5));
+    assert_ne!(run(2.0, 5), run(2.0, 6));
+    opts.temperature = -1.0;
+    let mut buf = [0u32; 6];
+    assert_eq!(
+        unsafe { mc_sample(ctx, prompt.as_ptr(), 2, &opts, buf.as_mut_ptr(), 6, &mut n) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    opts.temperature = 0.0;
+    assert_eq!(
+        unsafe { mc_sample(ctx, prompt.as_ptr(), 0, &opts, buf.as_mut_ptr(), 6, &mut n) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("empty prompt"));
+    unsafe { mc_free(ctx) };
+}

@@ -1,0 +1,427 @@
+//! The forward pass against Hugging Face's GPT-2 and a Python reference written from the spec
+//! (scripts/gen_model_golden.py, scripts/ref_model.py), padding, simplify and the seed's own
+//! weight test.
+mod common;
+use model_context::activations::Activation;
+use model_context::model::{ActivationKey, ForwardInput, ModelOptions};
+use model_context::{Device, ModelContext, OpenOptions, StandardModelContext, WeightLocation};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+fn golden() -> (PathBuf, Value) {
+    let dir = common::data_dir(
+        "MC_MODEL_GOLDEN_DIR",
+        "data/model_golden",
+        "scripts/gen_model_golden.py",
+    );
+    let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    (dir, m)
+}
+
+fn open(dir: &Path) -> StandardModelContext {
+    let opts = OpenOptions {
+        device: Some(Device::Cpu),
+    };
+    StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
+}
+
+fn load(dir: &Path, entry: &Value) -> Tensor {
+    let bytes = std::fs::read(dir.join(entry["file"].as_str().unwrap())).unwrap();
+    let shape: Vec<i64> = serde_json::from_value(entry["shape"].clone()).unwrap();
+    Tensor::f_from_data_size(&bytes, &shape, Kind::Float).unwrap()
+}
+
+/// "attn.q.1" -> (attn.q, Some(1)); "resid.post_emb" -> (resid.post_emb, None).
+fn parse_key(key: &str) -> ActivationKey {
+    if let Some((loc, layer)) = key.rsplit_once('.') {
+        if let (Ok(l), Some(a)) = (layer.parse::<i64>(), Activation::from_name(loc)) {
+            return (a, Some(l));
+        }
+    }
+    (
+        Activation::from_name(key).unwrap_or_else(|| panic!("unknown key {key}")),
+        None,
+    )
+}
+
+fn input(case: &Value) -> ForwardInput {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(case["tokens"].clone()).unwrap();
+    let pad: Option<Vec<Vec<bool>>> = serde_json::from_value(case["pad"].clone()).unwrap();
+    ForwardInput {
+        batch: rows.len() as i64,
+        seq_len: rows[0].len() as i64,
+        tokens: rows.concat(),
+        pad: pad.map(|p| p.concat()),
+    }
+}
+
+/// Max |a - b| over entries where `keep` (broadcast) is true; -inf must match -inf exactly.
+fn max_diff(a: &Tensor, b: &Tensor, keep: Option<&Tensor>) -> f64 {
+    assert_eq!(a.size(), b.size());
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    let both_inf = a
+        .isinf()
+        .logical_and(&b.isinf())
+        .logical_and(&a.eq_tensor(&b));
+    let mut d = (&a - &b).abs().masked_fill(&both_inf, 0.0);
+    if let Some(k) = keep {
+        d = d.masked_fill(&k.logical_not(), 0.0);
+    }
+    d.nan_to_num(1e9, 1e9, 1e9).max().double_value(&[])
+}
+
+/// `[B, T, 1...]` true at non-padding positions, ready to broadcast against `like`.
+fn real_positions(inp: &ForwardInput, like: &Tensor) -> Option<Tensor> {
+    let pad = inp.pad.as_ref()?;
+    let mut m = Tensor::from_slice(pad)
+        .view([inp.batch, inp.seq_len])
+        .logical_not();
+    while m.dim() < like.dim() {
+        m = m.unsqueeze(-1);
+    }
+    Some(m)
+}
+
+#[test]
+fn activations_match_the_python_reference_and_hugging_face() {
+    let (dir, manifest) = golden();
+    let mut compared = 0;
+    for model in manifest["models"].as_array().unwrap() {
+        for case in model["cases"].as_array().unwrap() {
+            let ctx = open(&dir.join(model["root"].as_str().unwrap()));
+            let simplify = case["simplify"].as_bool().unwrap();
+            let m = ctx
+                .get_or_create_model(Some(ModelOptions {
+                    simplify,
+                    ..Default::default()
+                }))
+                .unwrap();
+            let refs = case["ref"].as_object().unwrap();
+            let wanted: Vec<ActivationKey> = refs.keys().map(|k| parse_key(k)).collect();
+            let inp = input(case);
+            let out = m.forward(&inp, &wanted).unwrap();
+            for (key, entry) in refs {
+                let got = &out.get(parse_key(key)).unwrap().tensor;
+                let d = max_diff(got, &load(&dir, entry), None);
+                assert!(
+                    d < 1e-4,
+                    "{} {} {key}: max diff {d}",
+                    model["name"],
+                    case["name"]
+                );
+                compared += 1;
+            }
+            let Some(hf) = case["hf"].as_object() else {
+                continue;
+            };
+            let logits = &out.logits.tensor;
+            let keep = real_positions(&inp, logits);
+            let d = max_diff(logits, &load(&dir, &hf["logits"]), keep.as_ref());
+            assert!(
+                d < 1e-4,
+                "{} {} HF logits: {d}",
+                model["name"],
+                case["name"]
+            );
+            let n_layers = model["config"]["n_layers"].as_i64().unwrap();
+            for (i, hs) in hf["hidden_states"].as_array().unwrap().iter().enumerate() {
+                let i = i as i64;
+                let key = match i {
+                    0 => (Activation::ResidPostEmb, None),
+                    i if i == n_layers => (Activation::ResidPostLnF, None),
+                    i => (Activation::ResidPostMlp, Some(i - 1)),
+                };
+                let got = &out.get(key).unwrap().tensor;
+                let keep = real_positions(&inp, got);
+                let d = max_diff(got, &load(&dir, hs), keep.as_ref());
+                assert!(
+                    d < 1e-4,
+                    "{} {} hidden_states[{i}]: {d}",
+                    model["name"],
+                    case["name"]
+                );
+            }
+            for (l, att) in hf["attentions"].as_array().unwrap().iter().enumerate() {
+                let got = &out
+                    .get((Activation::AttnQkProbs, Some(l as i64)))
+                    .unwrap()
+                    .tensor;
+                let theirs = load(&dir, att).permute([0, 2, 3, 1]);
+                let keep = real_positions(&inp, got);
+                let d = max_diff(got, &theirs, keep.as_ref());
+                assert!(
+                    d < 1e-5,
+                    "{} {} attentions[{l}]: {d}",
+                    model["name"],
+                    case["name"]
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 100, "only {compared} comparisons");
+}
+
+#[test]
+fn each_padded_sequence_matches_itself_alone() {
+    let (dir, manifest) = golden();
+    for model in manifest["models"].as_array().unwrap() {
+        let ctx = open(&dir.join(model["root"].as_str().unwrap()));
+        let m = ctx.get_or_create_model(None).unwrap();
+        for case in model["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| !c["pad"].is_null())
+        {
+            let inp = input(case);
+            let batch = m.forward(&inp, &[]).unwrap().logits.tensor;
+            let pad = inp.pad.clone().unwrap();
+            for row in 0..inp.batch as usize {
+                let t = inp.seq_len as usize;
+                let len = pad[row * t..(row + 1) * t].iter().filter(|p| !**p).count();
+                let alone = ForwardInput {
+                    tokens: inp.tokens[row * t..row * t + len].to_vec(),
+                    batch: 1,
+                    seq_len: len as i64,
+                    pad: None,
+                };
+                let single = m.forward(&alone, &[]).unwrap().logits.tensor;
+                let mine = batch.narrow(0, row as i64, 1).narrow(1, 0, len as i64);
+                let d = max_diff(&mine, &single, None);
+                assert!(d < 1e-5, "{} row {row}: {d}", model["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_are_the_same_before_and_after_creating_the_model_and_simplify_folds() {
+    let (dir, manifest) = golden();
+    let model = &manifest["models"][1];
+    let root = dir.join(model["root"].as_str().unwrap());
+    let before = open(&root);
+    let after = open(&root);
+    after.get_or_create_model(None).unwrap();
+    let n_layers = before.n_layers().unwrap();
+    for &loc in WeightLocation::ALL {
+        let layers: Vec<Option<i64>> = if loc.spec().per_layer {
+            (0..n_layers).map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for layer in layers {
+            let a = before.get_weight(loc, layer, None, None).unwrap();
+            let b = after.get_weight(loc, layer, None, None).unwrap();
+            assert!(a.tensor.equal(&b.tensor), "{} {layer:?}", loc.name());
+        }
+    }
+    let simple = open(&root);
+    let sm = simple
+        .get_or_create_model(Some(ModelOptions {
+            simplify: true,
+            ..Default::default()
+        }))
+        .unwrap();
+    for layer in 0..n_layers {
+        for loc in [
+            WeightLocation::LayerNormGainPreAttn,
+            WeightLocation::LayerNormGainPreMlp,
+        ] {
+            let g = simple.get_weight(loc, Some(layer), None, None).unwrap();
+            assert!(
+                g.tensor.eq(1.0).all().int64_value(&[]) == 1,
+                "{} layer {layer} not folded",
+                loc.name()
+            );
+        }
+        let q0 = before
+            .get_weight(WeightLocation::AttnToQuery, Some(layer), None, None)
+            .unwrap();
+        let q1 = simple
+            .get_weight(WeightLocation::AttnToQuery, Some(layer), None, None)
+            .unwrap();
+        assert!(
+            !q0.tensor.equal(&q1.tensor),
+            "simplify changes the query weights"
+        );
+    }
+    let inp = input(&model["cases"][0]);
+    let plain = after
+        .get_or_create_model(None)
+        .unwrap()
+        .forward(&inp, &[])
+        .unwrap();
+    let folded = sm.forward(&inp, &[]).unwrap();
+    let d = max_diff(&plain.logits.tensor, &folded.logits.tensor, None);
+    assert!(d < 1e-4, "simplified logits differ by {d}");
+    let e = simple.get_or_create_model(None).map(|_| ());
+    assert!(e.is_ok(), "no options: returns the existing model");
+    let e = simple
+        .get_or_create_model(Some(ModelOptions::default()))
+        .err()
+        .unwrap();
+    assert!(e.message.contains("already created"), "{}", e.message);
+}
+
+#[test]
+fn bad_forward_inputs_are_clear_errors() {
+    let (dir, manifest) = golden();
+    let model = &manifest["models"][0];
+    let ctx = open(&dir.join(model["root"].as_str().unwrap()));
+    let m = ctx.get_or_create_model(None).unwrap();
+    let ctx_window = model["config"]["ctx_window"].as_i64().unwrap();
+    let ok = ForwardInput {
+        tokens: vec![1, 2, 3],
+        batch: 1,
+        seq_len: 3,
+        pad: None,
+    };
+    let cases: Vec<(ForwardInput, Vec<ActivationKey>, &str)> = vec![
+        (
+            ForwardInput {
+                tokens: vec![1, 50257, 3],
+                ..ok.clone()
+            },
+            vec![],
+            "token id 50257",
+        ),
+        (
+            ForwardInput {
+                tokens: vec![1, -4, 3],
+                ..ok.clone()
+            },
+            vec![],
+            "token id -4",
+        ),
+        (
+            ForwardInput {
+                tokens: vec![0; ctx_window as usize + 1],
+                seq_len: ctx_window + 1,
+                ..ok.clone()
+            },
+            vec![],
+            "exceeds ctx_window",
+        ),
+        (
+            ForwardInput {
+                tokens: vec![],
+                batch: 0,
+                seq_len: 3,
+                pad: None,
+            },
+            vec![],
+            "empty batch",
+        ),
+        (
+            ForwardInput {
+                pad: Some(vec![false, true]),
+                ..ok.clone()
+            },
+            vec![],
+            "pad mask has 2 entries",
+        ),
+        (
+            ForwardInput {
+                pad: Some(vec![true, false, false]),
+                ..ok.clone()
+            },
+            vec![],
+            "not right-padded",
+        ),
+        (
+            ok.clone(),
+            vec![(Activation::MlpPostAct, Some(9))],
+            "layer 9 out of range",
+        ),
+        (
+            ok.clone(),
+            vec![(Activation::MlpPostAct, None)],
+            "per-layer",
+        ),
+        (
+            ok.clone(),
+            vec![(Activation::Logits, Some(0))],
+            "model-wide",
+        ),
+    ];
+    for (inp, wanted, needle) in cases {
+        let e = m
+            .forward(&inp, &wanted)
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {needle}"));
+        assert!(e.message.contains(needle), "{needle}: {}", e.message);
+    }
+    assert!(
+        m.forward(&ok, &[(Activation::MlpPostAct, Some(1))]).is_ok(),
+        "still usable"
+    );
+}
+
+#[test]
+fn sampling_is_seeded_and_greedy_follows_the_logits() {
+    use model_context::sampling::{sample, SampleOptions};
+    let (dir, manifest) = golden();
+    let ctx = open(&dir.join(manifest["models"][0]["root"].as_str().unwrap()));
+    let m = ctx.get_or_create_model(None).unwrap();
+    let prompt = vec![464, 2068, 7586];
+    let greedy = sample(
+        &m,
+        &prompt,
+        &SampleOptions {
+            max_new_tokens: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut seq = prompt.clone();
+    for &tok in &greedy {
+        let inp = ForwardInput {
+            tokens: seq.clone(),
+            batch: 1,
+            seq_len: seq.len() as i64,
+            pad: None,
+        };
+        let logits = m.forward(&inp, &[]).unwrap().logits.tensor;
+        assert_eq!(
+            logits
+                .get(0)
+                .get(seq.len() as i64 - 1)
+                .argmax(None, false)
+                .int64_value(&[]),
+            tok
+        );
+        seq.push(tok);
+    }
+    let hot = |seed| SampleOptions {
+        max_new_tokens: 12,
+        temperature: 1.5,
+        top_p: 0.95,
+        seed,
+        stop_token: None,
+    };
+    let a = sample(&m, &prompt, &hot(1)).unwrap();
+    assert_eq!(
+        a,
+        sample(&m, &prompt, &hot(1)).unwrap(),
+        "same seed, same tokens"
+    );
+    assert_ne!(
+        a,
+        sample(&m, &prompt, &hot(2)).unwrap(),
+        "another seed, other tokens"
+    );
+    // Longer than the context window: the model sees the last ctx_window tokens.
+    let long = sample(
+        &m,
+        &prompt,
+        &SampleOptions {
+            max_new_tokens: 40,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(long.len(), 40);
+}
