@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates the test and demo data under data/ (never committed) when absent or when the
-# generating script changed since it was made. Usage: scripts/data.sh [demo|golden|bench]...
+# generating script changed since it was made. Usage: scripts/data.sh [demo|golden|tokens|bench]...
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=$root/.venv/bin/python
@@ -19,7 +19,7 @@ make() {
   fi
 }
 
-for what in "${@:-demo golden}"; do
+for what in "${@:-demo golden tokens}"; do
   for w in $what; do
     case $w in
       demo) make data/demo scripts/make_checkpoint.py --preset demo --out data/demo --seed 0 ;;
@@ -27,6 +27,7 @@ for what in "${@:-demo golden}"; do
         make data/pt_golden scripts/gen_pt_golden.py data/pt_golden
         make data/context_golden scripts/gen_context_golden.py data/context_golden
         make data/model_golden scripts/gen_model_golden.py data/model_golden ;;
+      tokens) make data/token_golden scripts/gen_token_golden.py data/token_golden ;;
       bench) make data/gpt2-small-random scripts/make_checkpoint.py --preset gpt2-small-random --out data/gpt2-small-random --seed 1 ;;
       *) echo "unknown data set $w" >&2; exit 2 ;;
     esac
