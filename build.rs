@@ -1,10 +1,51 @@
 //! Link-time policy for the library: find libtorch at run time without LD_LIBRARY_PATH
 //! (RUNPATH, so LD_LIBRARY_PATH still wins) and keep libtorch_cuda.so as a real dependency,
 //! because `--as-needed` would drop it and CUDA would silently be unavailable.
-use std::path::PathBuf;
+//! The shared library carries a versioned SONAME (see `soname`).
+use std::path::{Path, PathBuf};
+
+/// `libmodel_context.so.MAJOR.MINOR` while the ABI is unstable (0.x: any minor release may
+/// break it), `libmodel_context.so.MAJOR` from 1.0 on. `make install` installs the library
+/// under this name (plus the full version and the unversioned development link).
+fn soname() -> String {
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    let minor = std::env::var("CARGO_PKG_VERSION_MINOR").unwrap();
+    match major.as_str() {
+        "0" => format!("libmodel_context.so.0.{minor}"),
+        _ => format!("libmodel_context.so.{major}"),
+    }
+}
+
+/// Programs linked with `-L target/<profile> -lmodel_context` record the SONAME as their
+/// dependency; a `SONAME -> libmodel_context.so` link next to the built library lets them
+/// run from the build tree too. OUT_DIR is `<target>/<profile>/build/<pkg>-<hash>/out`.
+#[cfg(unix)]
+fn link_soname_in_profile_dir(soname: &str) {
+    let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let Some(profile) = out.ancestors().nth(3) else {
+        return;
+    };
+    let link = profile.join(soname);
+    let target = Path::new("libmodel_context.so");
+    if std::fs::read_link(&link).ok().as_deref() != Some(target) {
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink(target, &link) {
+            println!("cargo:warning=cannot link {}: {e}", link.display());
+        }
+    }
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if !matches!(os.as_str(), "macos" | "ios" | "windows") {
+        let soname = soname();
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+        #[cfg(unix)]
+        link_soname_in_profile_dir(&soname);
+    }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
         return;

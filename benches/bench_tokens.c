@@ -9,6 +9,7 @@
  * Prints one JSON line: the best wall time over REPS, the bytes and the tokens. IDS_OUT gets the
  * ids (u32 LE) so the Python side can compare them with tiktoken's. Threads: RAYON_NUM_THREADS.
  */
+#define _POSIX_C_SOURCE 199309L
 #include "model_context.h"
 
 #include <stdio.h>

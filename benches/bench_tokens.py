@@ -12,11 +12,16 @@ o200k_base:
                     encode_batch (same allowed_special) and encode_ordinary_batch, both with
                     num_threads = the number of cores
   decode            mc_decode of all ids against Python's decode_bytes
-  pathological      1 MB of "a" and 1 MB of spaces through mc_encode; Python on 64 KB only
-                    (its merge is quadratic in the length of one piece: 1 MB would take minutes)
+  pathological      1 MB of "a" and 1 MB of spaces through mc_encode; Python on 64 KB, and on
+                    1 MB too when 64 KB shows it can finish (tiktoken 0.12's merge is quadratic
+                    in the length of one piece: 1 MB would take minutes there)
+
+  scaling           mc_encode_batch and mc_encode with RAYON_NUM_THREADS = 1, 2, 4, ... cores
 
 Ids are checked equal to Python's for every encoding before any time is reported. Best of
---reps runs for each. Usage: bench_tokens.py [--mb 8] [--reps 5]
+--reps runs for each. Usage: bench_tokens.py [--mb 8] [--reps 5] [--no-build] [--exe PATH]
+(--no-build: use an already built driver, e.g. on a machine without cargo; the library is then
+found through the driver's RUNPATH or LD_LIBRARY_PATH).
 """
 import argparse
 import json
@@ -92,12 +97,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=8)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--exe", default=os.path.join(REPO, "target", "bench_tokens"))
     args = ap.parse_args()
     tiktoken = gold.offline_tiktoken()
     cores = os.cpu_count()
     tmp = tempfile.mkdtemp(prefix="bench_tokens_")
-    exe = os.path.join(REPO, "target", "bench_tokens")
-    build(exe)
+    exe = args.exe
+    if not args.no_build:
+        build(exe)
     docs = documents(args.mb)
     text = "".join(docs)
     raw = text.encode()
@@ -141,8 +149,17 @@ def main():
     for name, cases, mb, n in rows:
         for case, c, p in cases:
             print(f"| {name} | {case} | {mb / c:.1f} | {mb / p:.1f} | {p / c:.2f}x |")
+    threads = sorted({t for t in (1, 2, 4, 8, 16, 32, 64) if t <= cores} | {cores})
+    print(f"\nscaling with threads (RAYON_NUM_THREADS), MB/s:")
+    print("| encoding | call | " + " | ".join(f"{t} thr" for t in threads) + " |")
+    print("|---|---|" + "---:|" * len(threads))
+    for name, _, mb, _ in rows:
+        for mode, path in (("batch", batch_path), ("encode", text_path)):
+            speeds = [mb / run_c(exe, name, mode, path, args.reps, threads=t)["seconds"] for t in threads]
+            print(f"| {name} | mc_{mode} | " + " | ".join(f"{s:.0f}" for s in speeds) + " |")
     print("\npathological inputs (one piece each):")
-    print("| encoding | input | C API (s) | Python |\n|---|---|---:|---|")
+    print("| encoding | input | C API 1 MB (s) | Python 1 MB (s) | C API 64 KB (s) | Python 64 KB (s) |")
+    print("|---|---|---:|---:|---:|---:|")
     for name in ENCODINGS:
         enc = tiktoken.get_encoding(name)
         for label, ch in (("1 MB of 'a'", "a"), ("1 MB of spaces", " ")):
@@ -157,7 +174,14 @@ def main():
             open(c_small_path, "wb").write(small.encode())
             cs = run_c(exe, name, "encode", c_small_path, 1, os.path.join(tmp, "patho_small.ids"))
             assert read_ids(os.path.join(tmp, "patho_small.ids")) == py_small, f"{name} {label} 64 KB"
-            print(f"| {name} | {label} | {c['seconds']:.3f} | 64 KB: {t:.2f} s (C API: {cs['seconds']:.4f} s) |")
+            if t * 256 < 60:  # even if quadratic, 1 MB ends within a minute
+                big = ch * 1_000_000
+                t_big = time.perf_counter()
+                enc.encode(big)
+                py_big = f"{time.perf_counter() - t_big:.3f}"
+            else:
+                py_big = f"not run (~{t * 256:.0f} if quadratic)"
+            print(f"| {name} | {label} | {c['seconds']:.3f} | {py_big} | {cs['seconds']:.4f} | {t:.4f} |")
 
 
 if __name__ == "__main__":

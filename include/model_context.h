@@ -93,6 +93,18 @@ typedef struct mc_context mc_context;
 typedef struct mc_forward_output mc_forward_output;
 
 /*
+ Download progress of a remote checkpoint: `what` names the file (e.g.
+ "piece `tok_embed.weight`", valid only during the call), `bytes_total` is 0 when the server
+ sent no length. Called at the start, about every MiB and at the end of each download, on
+ the thread whose call (`mc_open_ex`, `mc_get_weight`, ...) needs the file, so possibly on
+ several threads at once. It must return normally (no exception, no longjmp).
+ */
+typedef void (*mc_progress_fn)(void *user_data,
+                               const char *what,
+                               uint64_t bytes_done,
+                               uint64_t bytes_total);
+
+/*
  Options of `mc_open_ex`. Always start from `mc_open_options_default()`: fields are only
  ever appended, and `struct_size` tells the library which ones the caller knows.
  */
@@ -106,6 +118,47 @@ typedef struct mc_open_options {
    Only read during the call.
    */
   const char *device;
+  /*
+   Weight processing (docs/weight-processing.md), all false by default so weights are the
+   seed's: fold ln_1/ln_2 into the weights that read them.
+   */
+  bool fold_ln;
+  /*
+   Subtract the d_model mean from every weight and bias writing to the residual stream.
+   */
+  bool center_writing_weights;
+  /*
+   Subtract the vocabulary mean from the unembedding (logits shift by a per-position constant).
+   */
+  bool center_unembed;
+  /*
+   Move the value biases into the attention output bias.
+   */
+  bool fold_value_biases;
+  /*
+   Cache folder of remote checkpoints (named models, URLs); NULL: `$MC_MODEL_CACHE_DIR`,
+   else `$XDG_CACHE_HOME/model_context/models`, else `$HOME/.cache/model_context/models`.
+   Only read during the call.
+   */
+  const char *cache_dir;
+  /*
+   Base URL of the named models (a mirror); NULL: `$MC_MODEL_BASE_URL`, else the
+   transformer-debugger URL (spec section 8). Only read during the call.
+   */
+  const char *base_url;
+  /*
+   true: use the cache only and never connect; a piece missing from the cache is
+   `MC_ERR_NOT_FOUND` naming it. false (default): `$MC_OFFLINE=1` also turns it on.
+   */
+  bool offline;
+  /*
+   Called while a remote file downloads; NULL (default): no reports.
+   */
+  mc_progress_fn progress;
+  /*
+   Passed to `progress` unchanged; must stay valid until `mc_free` of the context.
+   */
+  void *progress_user_data;
 } mc_open_options;
 
 /*
@@ -127,6 +180,35 @@ typedef int32_t mc_dimension;
  A model dtype: `MC_DTYPE_FLOAT32`, `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
  */
 typedef int32_t mc_dtype;
+
+/*
+ A weight request for `mc_get_weight_ex`; start from `mc_weight_request_default()`.
+ */
+typedef struct mc_weight_request {
+  /*
+   Set by `mc_weight_request_default`; do not change.
+   */
+  uint32_t struct_size;
+  mc_weight_location location;
+  /*
+   A layer, `MC_LAYER_NONE` (model-wide locations) or `MC_LAYER_ALL` (per-layer locations
+   stacked as `[n_layers, ...]`, a new tensor).
+   */
+  int32_t layer;
+  /*
+   `MC_DIM_NONE` or a dimension appearing once in the location's shape.
+   */
+  mc_dimension normalize_dim;
+  /*
+   NULL: the context's device. Only read during the call.
+   */
+  const char *device;
+  /*
+   `MC_DTYPE_NONE` (default: as stored) or `MC_DTYPE_FLOAT32/FLOAT16/BFLOAT16`: converts
+   only this result, never a copy of the model.
+   */
+  mc_dtype dtype;
+} mc_weight_request;
 
 /*
  Options of `mc_create_model`; start from `mc_model_options_default()`.
@@ -248,9 +330,49 @@ typedef struct mc_sample_options {
 #define MC_WEIGHT_LAYER_NORM_GAIN_PRE_MLP 12
 
 /*
+ `[heads, d_head_qk]` (beyond the seed, as are the locations below).
+ */
+#define MC_WEIGHT_ATTN_QUERY_BIAS 13
+
+/*
+ `[heads, d_head_qk]`
+ */
+#define MC_WEIGHT_ATTN_KEY_BIAS 14
+
+/*
+ `[heads, d_head_v]`
+ */
+#define MC_WEIGHT_ATTN_VALUE_BIAS 15
+
+/*
+ `[d_model]`: the attention output projection's bias.
+ */
+#define MC_WEIGHT_ATTN_RESIDUAL_BIAS 16
+
+/*
+ `[d_ff]`
+ */
+#define MC_WEIGHT_MLP_HIDDEN_BIAS 17
+
+/*
+ `[d_model]`
+ */
+#define MC_WEIGHT_MLP_RESIDUAL_BIAS 18
+
+/*
+ `[d_model]`: ln_1's bias.
+ */
+#define MC_WEIGHT_LAYER_NORM_BIAS_PRE_ATTN 19
+
+/*
+ `[d_model]`: ln_2's bias.
+ */
+#define MC_WEIGHT_LAYER_NORM_BIAS_PRE_MLP 20
+
+/*
  Number of weight locations (valid values are `0 .. MC_WEIGHT_COUNT`).
  */
-#define MC_WEIGHT_COUNT 13
+#define MC_WEIGHT_COUNT 21
 
 #define MC_DIM_MAX_CONTEXT_LENGTH 0
 
@@ -331,6 +453,11 @@ typedef struct mc_sample_options {
  */
 #define MC_ACT_COUNT 20
 
+/*
+ "Keep the stored dtype" (weight requests only).
+ */
+#define MC_DTYPE_NONE -1
+
 #define MC_DTYPE_FLOAT32 0
 
 #define MC_DTYPE_FLOAT16 1
@@ -392,8 +519,16 @@ const char *mc_version(void);
 struct mc_open_options mc_open_options_default(void);
 
 /*
- Opens `model` (a local folder in the transformer-debugger layout) reading only its
- config.json; pieces are read on first use. `device` NULL: the default device.
+ Opens `model`, reading only its config.json; pieces are read on first use. `model` is one of:
+ a named model (`"gpt2-small"`, `"gpt2-medium"`, `"gpt2-large"`, `"gpt2-xl"`, spec
+ section 8) or an `https://` / `http://` prefix of a transformer-debugger (TDB) checkpoint,
+ whose files are fetched on first use into the cache (see `mc_open_options`; a network
+ failure is `MC_ERR_NETWORK`); a local TDB folder (config.json and model_pieces/); or a
+ local Hugging Face GPT-2 folder (config.json with "model_type": "gpt2" and
+ model.safetensors or pytorch_model.bin; symbolic links are followed), read in the TDB
+ layout without a converted copy (a config the layout cannot represent is
+ `MC_ERR_UNSUPPORTED` naming the field). A folder that is neither, or both, is an error
+ saying what was expected. `device` NULL: the default device.
  `model` = `"tiktoken:<encoding>"` (e.g. `"tiktoken:cl100k_base"`) opens a tokenizer-only
  context: the token calls and `MC_DIM_VOCAB_SIZE` work, weight calls, `mc_config_json` and
  other dimensions fail with `MC_ERR_UNSUPPORTED`; an unknown encoding fails here
@@ -498,6 +633,48 @@ mc_status mc_get_weight_legacy(const struct mc_context *ctx,
                                mc_dimension normalize_dim,
                                const char *device,
                                DLManagedTensor **out);
+
+/*
+ Default request: location 0, `MC_LAYER_NONE`, `MC_DIM_NONE`, context's device, stored dtype.
+ */
+struct mc_weight_request mc_weight_request_default(void);
+
+/*
+ `mc_get_weight` with every option (`mc_weight_request`: stacks over layers, dtype
+ conversion). Free the result with its deleter. Thread-safe.
+
+ # Safety
+ `ctx` NULL or live; `req` NULL or valid for `req->struct_size` bytes; `out` NULL or writable.
+ */
+mc_status mc_get_weight_ex(const struct mc_context *ctx,
+                           const struct mc_weight_request *req,
+                           DLManagedTensorVersioned **out);
+
+/*
+ The shape a weight request for `loc` and `layer` returns (size probe: `shape` NULL with
+ `capacity` 0 gives `MC_OK` and `*ndim`; at most 4 dimensions). Reads no piece. Thread-safe.
+
+ # Safety
+ `ctx` NULL or live; `shape` NULL or valid for `capacity` values; `ndim` NULL or writable.
+ */
+mc_status mc_weight_shape(const struct mc_context *ctx,
+                          mc_weight_location loc,
+                          int32_t layer,
+                          int64_t *shape,
+                          size_t capacity,
+                          size_t *ndim);
+
+/*
+ What the context supports, as JSON, so bindings need no hard-coded tables:
+ `{"weights": [{"name", "id", "per_layer", "dims": [names], "shape": [sizes]}],
+   "dimensions": [{"name", "id", "size" (null for activation-only dimensions)}],
+   "activations": [{"name", "id", "per_layer", "dims": [names]}]}`.
+ Free `*out` with `mc_string_free`. Thread-safe.
+
+ # Safety
+ `ctx` NULL or live; `out` NULL or writable.
+ */
+mc_status mc_describe_json(const struct mc_context *ctx, char **out);
 
 /*
  The seed's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.

@@ -26,7 +26,8 @@ for what in "${@:-demo golden tokens}"; do
       golden)
         make data/pt_golden scripts/gen_pt_golden.py data/pt_golden
         make data/context_golden scripts/gen_context_golden.py data/context_golden
-        make data/model_golden scripts/gen_model_golden.py data/model_golden ;;
+        make data/model_golden scripts/gen_model_golden.py data/model_golden
+        make data/processing_golden scripts/gen_processing_golden.py data/processing_golden ;;
       tokens) make data/token_golden scripts/gen_token_golden.py data/token_golden ;;
       bench) make data/gpt2-small-random scripts/make_checkpoint.py --preset gpt2-small-random --out data/gpt2-small-random --seed 1 ;;
       *) echo "unknown data set $w" >&2; exit 2 ;;

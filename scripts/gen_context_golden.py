@@ -30,6 +30,15 @@ WEIGHTS = {
     "layer_norm_bias.final": ("final_ln.bias", None, None, False, ["residual_stream_channels"]),
     "layer_norm_gain.pre_attn": ("xf_layers.{layer}.ln_1.weight", None, None, False, ["residual_stream_channels"]),
     "layer_norm_gain.pre_mlp": ("xf_layers.{layer}.ln_2.weight", None, None, False, ["residual_stream_channels"]),
+    # Beyond the seed: the biases, split into heads where the weights are.
+    "attn.query_bias": ("xf_layers.{layer}.attn.q_proj.bias", 0, None, False, ["attn_heads", "query_and_key_channels"]),
+    "attn.key_bias": ("xf_layers.{layer}.attn.k_proj.bias", 0, None, False, ["attn_heads", "query_and_key_channels"]),
+    "attn.value_bias": ("xf_layers.{layer}.attn.v_proj.bias", 0, None, False, ["attn_heads", "value_channels"]),
+    "attn.residual_bias": ("xf_layers.{layer}.attn.out_proj.bias", None, None, False, ["residual_stream_channels"]),
+    "mlp.hidden_bias": ("xf_layers.{layer}.mlp.in_layer.bias", None, None, False, ["mlp_acts"]),
+    "mlp.residual_bias": ("xf_layers.{layer}.mlp.out_layer.bias", None, None, False, ["residual_stream_channels"]),
+    "layer_norm_bias.pre_attn": ("xf_layers.{layer}.ln_1.bias", None, None, False, ["residual_stream_channels"]),
+    "layer_norm_bias.pre_mlp": ("xf_layers.{layer}.ln_2.bias", None, None, False, ["residual_stream_channels"]),
 }
 
 CHECKPOINTS = {

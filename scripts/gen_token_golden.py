@@ -23,12 +23,14 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import sys
 
 ENCODINGS = ["gpt2", "r50k_base", "p50k_base", "p50k_edit", "cl100k_base", "o200k_base"]
 ALLOWED_SPECIAL = {"<|endoftext|>"}
 FILES = ["r50k_base", "p50k_base", "cl100k_base", "o200k_base"]
 URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def offline_tiktoken():
@@ -39,15 +41,17 @@ def offline_tiktoken():
     os.environ["TIKTOKEN_CACHE_DIR"] = cache
     os.makedirs(cache, exist_ok=True)
     cargo_home = os.environ.get("CARGO_HOME") or os.path.join(os.path.expanduser("~"), ".cargo")
+    pattern = os.path.join(cargo_home, "registry", "src", "*", "tiktoken-rs-0.12.*", "assets", "{}.tiktoken")
     for name in FILES:
         target = os.path.join(cache, hashlib.sha1(URL.format(name).encode()).hexdigest())
         if os.path.exists(target):
             continue
-        found = sorted(glob.glob(os.path.join(
-            cargo_home, "registry", "src", "*", "tiktoken-rs-0.12.*", "assets", name + ".tiktoken")))
+        if not glob.glob(pattern.format(name)):
+            # A fresh machine: let cargo download the crate (it is a dependency of the library).
+            subprocess.run(["cargo", "fetch", "--quiet"], cwd=REPO, check=True)
+        found = sorted(glob.glob(pattern.format(name)))
         if not found:
-            sys.exit(f"{name}.tiktoken not found under {cargo_home}/registry/src/*/tiktoken-rs-0.12.*/assets: "
-                     "run `cargo fetch` first")
+            sys.exit(f"{pattern.format(name)} not found (is tiktoken-rs 0.12 still a dependency?)")
         shutil.copyfile(found[-1], target + ".tmp")
         os.replace(target + ".tmp", target)
     import tiktoken

@@ -7,7 +7,7 @@ cd "$root"
 step() { printf '\n==== %s\n' "$*"; }
 
 step "setup"; scripts/setup.sh
-step "data"; scripts/data.sh demo golden
+step "data"; scripts/data.sh demo golden tokens
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

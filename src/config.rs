@@ -103,6 +103,12 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks a config built in code (e.g. mapped from another format) as `from_json` does.
+    pub fn validated(self, origin: &str) -> Result<Config> {
+        self.validate(origin)?;
+        Ok(self)
+    }
+
     fn validate(&self, origin: &str) -> Result<()> {
         for (what, width) in [("d_attn_qk", self.d_attn_qk()), ("d_ff", self.d_ff())] {
             if width <= 0 {

@@ -5,13 +5,12 @@ use crate::dims::Dimension;
 use crate::encoding;
 use crate::error::{err, ErrorKind, Result};
 use crate::model::{Model, ModelOptions};
-use crate::source::{LocalTdb, PieceSource};
+use crate::source::{detect, PieceSource, SourceOptions};
 use crate::tensor::OwnedTensor;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{permutation, WeightLocation};
 use model_context_formats::TensorRecord;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The seed's surface. Implementations supply sizes and raw weights; the shared methods add
@@ -103,7 +102,50 @@ pub trait ModelContext: Send + Sync {
         Ok(weight)
     }
 
-    /// The seed's `get_embedding`.
+    /// Beyond the seed: a weight with every option of `WeightRequest` (a stack over all
+    /// layers, a dtype conversion of just this result).
+    fn weight(&self, req: &WeightRequest) -> Result<OwnedTensor> {
+        let one = |layer| -> Result<OwnedTensor> {
+            let w = self.get_weight(req.location, layer, req.normalize_dim, req.device)?;
+            match req.dtype {
+                Some(kind) if w.tensor.kind() != kind => {
+                    w.computed(|t| t.f_to_dtype(kind, false, false))
+                }
+                _ => Ok(w),
+            }
+        };
+        match req.layer {
+            Layers::None => one(None),
+            Layers::One(l) => one(Some(l)),
+            Layers::All if !req.location.spec().per_layer => Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} is model-wide: it has no layers to stack",
+                    req.location.name()
+                ),
+            )),
+            Layers::All => {
+                let parts = (0..self.n_layers()?)
+                    .map(|l| one(Some(l)))
+                    .collect::<Result<Vec<_>>>()?;
+                let tensors: Vec<&tch::Tensor> = parts.iter().map(|p| &p.tensor).collect();
+                Ok(OwnedTensor::owned(
+                    tch::Tensor::f_stack(&tensors, 0)?,
+                    false,
+                ))
+            }
+        }
+    }
+
+    /// The shape `weight` would return for a location (without reading any piece).
+    fn weight_shape(&self, loc: WeightLocation, layers: Layers) -> Result<Vec<i64>> {
+        let mut shape = self.shape_from_spec(loc.spec().shape)?;
+        if layers == Layers::All && loc.spec().per_layer {
+            shape.insert(0, self.n_layers()?);
+        }
+        Ok(shape)
+    }
+
     fn get_embedding(&self, device: Option<Device>) -> Result<OwnedTensor> {
         self.get_weight(WeightLocation::Embedding, None, None, device)
     }
@@ -176,11 +218,36 @@ fn check_layer<C: ModelContext + ?Sized>(
     }
 }
 
+/// Which layers a weight request covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layers {
+    /// A model-wide location.
+    None,
+    One(i64),
+    /// Every layer, stacked as `[n_layers, ...]`.
+    All,
+}
+
+/// A weight request with the options beyond the seed's `get_weight`.
+#[derive(Clone, Debug)]
+pub struct WeightRequest {
+    pub location: WeightLocation,
+    pub layer: Layers,
+    pub normalize_dim: Option<Dimension>,
+    pub device: Option<Device>,
+    /// Convert the result (only it: nothing else is copied); None keeps the stored dtype.
+    pub dtype: Option<tch::Kind>,
+}
+
 /// How to open a context; grows with the C ABI's `mc_open_options`.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
     /// None: the seed's default device.
     pub device: Option<Device>,
+    /// Weight processing (docs/weight-processing.md); all off by default.
+    pub processing: crate::processing::Processing,
+    /// Cache, offline mode, mirror and progress for remote checkpoints.
+    pub source: SourceOptions,
 }
 
 /// The standard context over a TDB-layout checkpoint.
@@ -191,10 +258,15 @@ pub struct StandardModelContext {
     n_vocab: i64,
     pieces: Mutex<HashMap<String, Arc<TensorRecord>>>,
     model: once_cell::sync::OnceCell<Arc<Model>>,
+    processing: crate::processing::Processing,
+    /// Every piece after processing, made on first use when any step is enabled.
+    processed: once_cell::sync::OnceCell<HashMap<String, OwnedTensor>>,
 }
 
 impl StandardModelContext {
-    /// The seed's `from_model_type`: opens `model` (a local TDB folder) reading config.json only.
+    /// The seed's `from_model_type`: opens `model` reading config.json only: a named model
+    /// (spec section 8), an `http(s)://` prefix of a TDB checkpoint, a local TDB folder or a
+    /// local Hugging Face GPT-2 folder (`source::detect` tells them apart).
     pub fn open(model: &str, opts: &OpenOptions) -> Result<StandardModelContext> {
         let device = match opts.device {
             Some(d) => {
@@ -203,8 +275,10 @@ impl StandardModelContext {
             }
             None => Device::default_device(),
         };
-        let source = LocalTdb::open(Path::new(model))?;
-        Self::from_source(model, device, Box::new(source))
+        let (_, source) = detect::open_source(model, &opts.source)?;
+        let mut ctx = Self::from_source(model, device, source)?;
+        ctx.processing = opts.processing;
+        Ok(ctx)
     }
 
     /// A context over any piece source.
@@ -218,6 +292,8 @@ impl StandardModelContext {
             n_vocab,
             pieces: Mutex::new(HashMap::new()),
             model: once_cell::sync::OnceCell::new(),
+            processing: Default::default(),
+            processed: once_cell::sync::OnceCell::new(),
         })
     }
 
@@ -236,6 +312,42 @@ impl StandardModelContext {
             .entry(key.to_string())
             .or_insert(record)
             .clone())
+    }
+
+    /// A piece as the model and the weights see it: the mapped file, or its processed value.
+    fn base_param(&self, key: &str) -> Result<OwnedTensor> {
+        if !self.processing.any() {
+            return OwnedTensor::from_record(&*self.piece(key)?);
+        }
+        let processed = self.processed.get_or_try_init(|| self.process_all())?;
+        processed.get(key).map(OwnedTensor::share).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("no piece `{key}` in the layout"),
+            )
+        })
+    }
+
+    fn process_all(&self) -> Result<HashMap<String, OwnedTensor>> {
+        let mut pieces = crate::processing::Pieces::new();
+        let mut views = HashMap::new();
+        for (key, _) in crate::layout::pieces(self.config(), self.n_vocab) {
+            let view = OwnedTensor::from_record(&*self.piece(&key)?)?;
+            pieces.insert(
+                key.clone(),
+                view.tensor.f_to_dtype(tch::Kind::Float, false, false)?,
+            );
+            views.insert(key, view);
+        }
+        crate::processing::process(&mut pieces, self.config(), self.processing)?;
+        // A piece no step changed is still the mapped view: keep it, with its owner.
+        Ok(pieces
+            .into_iter()
+            .map(|(k, t)| match views.remove(&k) {
+                Some(v) if v.tensor.data_ptr() == t.data_ptr() => (k, v),
+                _ => (k, OwnedTensor::owned(t, true)),
+            })
+            .collect())
     }
 
     fn lock_pieces(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TensorRecord>>> {
@@ -283,7 +395,7 @@ impl ModelContext for StandardModelContext {
         // Once the model exists its parameters are the weights (folded, after simplify).
         let mut w = match self.model.get() {
             Some(model) => model.param(&key)?.share(),
-            None => OwnedTensor::from_record(&*self.piece(&key)?)?,
+            None => self.base_param(&key)?,
         };
         let stored = w.shape();
         let shape_err = |what: &str| {
@@ -348,7 +460,7 @@ impl ModelContext for StandardModelContext {
         let model = self.model.get_or_try_init(|| {
             let create = opts.unwrap_or_default();
             Model::create(self.config(), self.n_vocab, self.device, create, |k| {
-                self.piece(k)
+                self.base_param(k)
             })
             .map(Arc::new)
         })?;
@@ -369,7 +481,8 @@ impl ModelContext for StandardModelContext {
 /// The model name prefix that opens a tokenizer-only context: `"tiktoken:cl100k_base"`.
 pub const TOKENIZER_ONLY_PREFIX: &str = "tiktoken:";
 
-/// Opens `model`: a local TDB folder, or `"tiktoken:<encoding>"` for a tokenizer-only context.
+/// Opens `model`: a checkpoint (see `StandardModelContext::open`), or `"tiktoken:<encoding>"`
+/// for a tokenizer-only context.
 pub fn open_context(model: &str, opts: &OpenOptions) -> Result<Box<dyn ModelContext>> {
     match model.strip_prefix(TOKENIZER_ONLY_PREFIX) {
         Some(enc) => Ok(Box::new(TokenizerOnlyContext::open(enc, opts)?)),

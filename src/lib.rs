@@ -3,13 +3,16 @@
 //!
 //! Layers, each depending only on those before it: file formats (`model_context_formats`,
 //! `config`) -> checkpoint sources (`source`) -> the model context (`weights`, `dims`,
-//! `context`) -> the C ABI (`ffi`), which holds no logic of its own.
+//! `context`) -> the C ABI (`ffi`), which holds no logic of its own. `convert` writes any
+//! source out as a TDB folder (the `mc-convert` tool).
 pub mod names;
+pub mod processing;
 pub mod sampling;
 
 pub mod activations;
 pub mod config;
 pub mod context;
+pub mod convert;
 pub mod device;
 pub mod dims;
 pub mod encoding;

@@ -6,9 +6,7 @@ use crate::device::Device;
 use crate::error::{err, ErrorKind, Result};
 use crate::layout;
 use crate::tensor::OwnedTensor;
-use model_context_formats::TensorRecord;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
@@ -88,12 +86,12 @@ impl Model {
         n_vocab: i64,
         device: Device,
         options: ModelOptions,
-        load: impl Fn(&str) -> Result<Arc<TensorRecord>>,
+        load: impl Fn(&str) -> Result<OwnedTensor>,
     ) -> Result<Model> {
         device.check_available()?;
         let mut params = HashMap::new();
         for (key, shape) in layout::pieces(config, n_vocab) {
-            let piece = OwnedTensor::from_record(&*load(&key)?)?;
+            let piece = load(&key)?;
             let stored = piece.shape();
             let ok =
                 stored == shape || (layout::may_broadcast(&key) && broadcastable(&stored, &shape));

@@ -1,8 +1,45 @@
 //! Checkpoint sources: where `config.json` and the pieces of a TDB-layout checkpoint come from.
+//! A local TDB folder (here), a Hugging Face GPT-2 folder read in the TDB layout (`hf`), a
+//! remote TDB prefix or named model fetched into a cache (`remote`, `fetch`), and the rules
+//! that tell them apart (`detect`).
+pub mod detect;
+pub mod fetch;
+pub mod hf;
+pub mod remote;
+
 use crate::config::Config;
 use crate::error::{err, ErrorKind, Result};
 use model_context_formats::{load_tensor, TensorRecord};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A download progress callback: `(what, bytes_done, bytes_total)`, where `what` names the
+/// file (e.g. "piece `tok_embed.weight`") and the total is None when the server sent no
+/// length. Called on the thread that fetches, at the start, about every MiB, and at the end.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&str, u64, Option<u64>) + Send + Sync>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
+}
+
+/// How remote checkpoints are fetched and cached (local folders ignore these).
+#[derive(Clone, Debug, Default)]
+pub struct SourceOptions {
+    /// The cache folder; None: `$MC_MODEL_CACHE_DIR`, else `$XDG_CACHE_HOME/model_context/models`,
+    /// else `$HOME/.cache/model_context/models`.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the cache only (also turned on by `MC_OFFLINE=1`).
+    pub offline: bool,
+    /// Base URL of the named models; None: `$MC_MODEL_BASE_URL`, else the spec's.
+    pub base_url: Option<String>,
+    /// Called while files download; None: silent.
+    pub progress: Option<Progress>,
+    /// Retries of transient failures.
+    pub retry: fetch::RetryPolicy,
+}
 
 /// A place that serves a checkpoint's config and pieces by state-dict key.
 pub trait PieceSource: Send + Sync {

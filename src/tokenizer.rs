@@ -321,26 +321,36 @@ impl Tokenizer {
             .collect()
     }
 
+    #[inline]
     fn token_bytes(&self, token: Rank, index: Option<usize>) -> Result<&[u8]> {
-        let at = index.map(|i| format!(" (at index {i})")).unwrap_or_default();
-        match self.spans.get(token as usize) {
-            Some(&(start, len)) if len != GAP => {
-                Ok(&self.bytes[start as usize..start as usize + len as usize])
+        if let Some(&(start, len)) = self.spans.get(token as usize) {
+            if len != GAP {
+                return Ok(&self.bytes[start as usize..start as usize + len as usize]);
             }
-            Some(_) => Err(err(
+        }
+        Err(self.bad_token(token, index))
+    }
+
+    #[cold]
+    fn bad_token(&self, token: Rank, index: Option<usize>) -> crate::error::Error {
+        let at = index
+            .map(|i| format!(" (at index {i})"))
+            .unwrap_or_default();
+        match self.spans.get(token as usize) {
+            Some(_) => err(
                 ErrorKind::Token,
                 format!(
                     "token id {token}{at} is not in the {} vocabulary (an unused id below n_vocab {})",
                     self.name, self.n_vocab
                 ),
-            )),
-            None => Err(err(
+            ),
+            None => err(
                 ErrorKind::Token,
                 format!(
                     "token id {token}{at} is not in the {} vocabulary (n_vocab {})",
                     self.name, self.n_vocab
                 ),
-            )),
+            ),
         }
     }
 
@@ -353,9 +363,8 @@ impl Tokenizer {
     fn encode_impl(&self, text: &str, parallel: bool) -> Result<Vec<Rank>> {
         let segments = self.segments(text)?;
         let bytes = text.as_bytes();
-        let parallel = parallel
-            && bytes.len() >= PARALLEL_MIN_BYTES
-            && rayon::current_num_threads() > 1;
+        let parallel =
+            parallel && bytes.len() >= PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1;
         if !parallel {
             let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
             for (i, &(a, b)) in segments.iter().enumerate() {
@@ -417,7 +426,10 @@ impl Tokenizer {
                 continue;
             }
             let rest = &text[i..];
-            if let Some((s, _)) = self.specials.iter().find(|(s, _)| rest.starts_with(s.as_str()))
+            if let Some((s, _)) = self
+                .specials
+                .iter()
+                .find(|(s, _)| rest.starts_with(s.as_str()))
             {
                 if s != ENDOFTEXT {
                     return Err(err(
@@ -564,9 +576,7 @@ impl Tokenizer {
             pair[right] = Rank::MAX;
             if right_end < n {
                 prev[right_end] = k;
-                pair[k] = self
-                    .rank(&piece[k..end[right_end]])
-                    .unwrap_or(Rank::MAX);
+                pair[k] = self.rank(&piece[k..end[right_end]]).unwrap_or(Rank::MAX);
                 if pair[k] != Rank::MAX {
                     heap.push(std::cmp::Reverse((pair[k], k)));
                 }
@@ -1102,7 +1112,11 @@ mod tests {
     #[test]
     fn merges_small_and_large_agree() {
         let t = Tokenizer::shared("cl100k_base").unwrap();
-        for piece in ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "antidisestablishment", "ßßßßßßß"] {
+        for piece in [
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "antidisestablishment",
+            "ßßßßßßß",
+        ] {
             let mut small = Vec::new();
             let mut large = Vec::new();
             t.merge_small(piece.as_bytes(), &mut small);

@@ -19,6 +19,15 @@ named_enum! {
         LayerNormBiasFinal = "layer_norm_bias.final",
         LayerNormGainPreAttn = "layer_norm_gain.pre_attn",
         LayerNormGainPreMlp = "layer_norm_gain.pre_mlp",
+        // Beyond the seed (appended, so the seed's constants keep their values).
+        AttnQueryBias = "attn.query_bias",
+        AttnKeyBias = "attn.key_bias",
+        AttnValueBias = "attn.value_bias",
+        AttnResidualBias = "attn.residual_bias",
+        MlpHiddenBias = "mlp.hidden_bias",
+        MlpResidualBias = "mlp.residual_bias",
+        LayerNormBiasPreAttn = "layer_norm_bias.pre_attn",
+        LayerNormBiasPreMlp = "layer_norm_bias.pre_mlp",
     }
 }
 
@@ -56,7 +65,7 @@ const fn row(
 
 /// Rows in `WeightLocation` order.
 #[rustfmt::skip]
-static TABLE: [WeightSpec; 13] = [
+static TABLE: [WeightSpec; 21] = [
     row("mlp.in_layer.weight", true, None, Some("hr->rh"), &[ResidualStreamChannels, MlpActs]),
     row("mlp.out_layer.weight", true, None, Some("rh->hr"), &[MlpActs, ResidualStreamChannels]),
     row("tok_embed.weight", false, None, None, &[VocabSize, ResidualStreamChannels]),
@@ -70,6 +79,14 @@ static TABLE: [WeightSpec; 13] = [
     row("final_ln.bias", false, None, None, &[ResidualStreamChannels]),
     row("ln_1.weight", true, None, None, &[ResidualStreamChannels]),
     row("ln_2.weight", true, None, None, &[ResidualStreamChannels]),
+    row("attn.q_proj.bias", true, Some(0), None, &[AttnHeads, QueryAndKeyChannels]),
+    row("attn.k_proj.bias", true, Some(0), None, &[AttnHeads, QueryAndKeyChannels]),
+    row("attn.v_proj.bias", true, Some(0), None, &[AttnHeads, ValueChannels]),
+    row("attn.out_proj.bias", true, None, None, &[ResidualStreamChannels]),
+    row("mlp.in_layer.bias", true, None, None, &[MlpActs]),
+    row("mlp.out_layer.bias", true, None, None, &[ResidualStreamChannels]),
+    row("ln_1.bias", true, None, None, &[ResidualStreamChannels]),
+    row("ln_2.bias", true, None, None, &[ResidualStreamChannels]),
 ];
 
 impl WeightLocation {
@@ -120,7 +137,7 @@ mod tests {
                 assert_eq!(permutation(r).len(), spec.shape.len(), "{}", loc.name());
             }
         }
-        assert_eq!(WeightLocation::from_index(13), None);
+        assert_eq!(WeightLocation::from_index(21), None);
         assert_eq!(WeightLocation::from_index(-1), None);
     }
 

@@ -171,9 +171,9 @@ fn argument_checks() {
         MC_ERR_NULL_ARGUMENT
     );
     expect_err(
-        get(ctx, 13, MC_LAYER_NONE, MC_DIM_NONE, None),
+        get(ctx, 21, MC_LAYER_NONE, MC_DIM_NONE, None),
         MC_ERR_INVALID_ARGUMENT,
-        &["13"],
+        &["21"],
     );
     expect_err(
         get(ctx, -5, MC_LAYER_NONE, MC_DIM_NONE, None),
@@ -483,4 +483,96 @@ fn tensors_outlive_the_context_and_carry_dlpack_metadata() {
     }
     free_tensor(q);
     free_tensor(n);
+}
+
+#[test]
+fn listing_shapes_and_weight_requests() {
+    let ctx = open(&basic()).unwrap();
+    let mut json: *mut c_char = null_mut();
+    assert_eq!(unsafe { mc_describe_json(ctx, &mut json) }, MC_OK);
+    let d: serde_json::Value =
+        serde_json::from_str(unsafe { CStr::from_ptr(json) }.to_str().unwrap()).unwrap();
+    unsafe { mc_string_free(json) };
+    assert_eq!(
+        d["weights"].as_array().unwrap().len() as i32,
+        MC_WEIGHT_COUNT
+    );
+    assert_eq!(
+        d["weights"][MC_WEIGHT_ATTN_QUERY_BIAS as usize]["shape"],
+        serde_json::json!([4, 8])
+    );
+    assert_eq!(d["dimensions"][MC_DIM_VOCAB_SIZE as usize]["size"], 50257);
+    assert!(d["dimensions"][MC_DIM_SEQUENCE_TOKENS as usize]["size"].is_null());
+    assert_eq!(d["activations"].as_array().unwrap().len(), 20);
+
+    let mut ndim = 0usize;
+    assert_eq!(
+        unsafe {
+            mc_weight_shape(
+                ctx,
+                MC_WEIGHT_ATTN_TO_VALUE,
+                MC_LAYER_ALL,
+                null_mut(),
+                0,
+                &mut ndim,
+            )
+        },
+        MC_OK
+    );
+    assert_eq!(ndim, 4);
+    let mut shape = [0i64; 4];
+    assert_eq!(
+        unsafe {
+            mc_weight_shape(
+                ctx,
+                MC_WEIGHT_ATTN_TO_VALUE,
+                MC_LAYER_ALL,
+                shape.as_mut_ptr(),
+                2,
+                &mut ndim,
+            )
+        },
+        MC_ERR_BUFFER_TOO_SMALL
+    );
+    assert_eq!(shape, [0; 4]);
+    assert_eq!(
+        unsafe {
+            mc_weight_shape(
+                ctx,
+                MC_WEIGHT_ATTN_TO_VALUE,
+                MC_LAYER_ALL,
+                shape.as_mut_ptr(),
+                4,
+                &mut ndim,
+            )
+        },
+        MC_OK
+    );
+    assert_eq!(shape, [2, 4, 32, 8]);
+
+    let mut req = mc_weight_request_default();
+    req.location = MC_WEIGHT_MLP_HIDDEN_BIAS;
+    req.layer = MC_LAYER_ALL;
+    req.dtype = model_context::ffi::model::MC_DTYPE_BFLOAT16;
+    let mut t: *mut DLManagedTensorVersioned = null_mut();
+    assert_eq!(unsafe { mc_get_weight_ex(ctx, &req, &mut t) }, MC_OK);
+    unsafe {
+        let dl = &(*t).dl_tensor;
+        assert_eq!((dl.ndim, dl.dtype.code, dl.dtype.bits), (2, 4, 16));
+        assert_eq!(std::slice::from_raw_parts(dl.shape, 2), [2, 128]);
+    }
+    free_tensor(t);
+    req.dtype = 7;
+    assert_eq!(
+        unsafe { mc_get_weight_ex(ctx, &req, &mut t) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    req.dtype = -1;
+    req.location = MC_WEIGHT_EMBEDDING;
+    assert_eq!(
+        unsafe { mc_get_weight_ex(ctx, &req, &mut t) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("model-wide"));
+    unsafe { mc_free(ctx) };
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 fn open(dir: &std::path::Path) -> StandardModelContext {
     let opts = OpenOptions {
         device: Some(Device::Cpu),
+        ..Default::default()
     };
     StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
 }

@@ -23,6 +23,7 @@ fn open(device: Device) -> model_context::Result<StandardModelContext> {
         model_root().to_str().unwrap(),
         &OpenOptions {
             device: Some(device),
+            ..Default::default()
         },
     )
 }

@@ -22,6 +22,7 @@ fn golden() -> (PathBuf, Value) {
 fn open(dir: &Path) -> StandardModelContext {
     let opts = OpenOptions {
         device: Some(Device::Cpu),
+        ..Default::default()
     };
     StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
 }

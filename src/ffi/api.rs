@@ -1,14 +1,17 @@
 //! The entry points. Thread safety: every function taking `const mc_context *` may run
 //! concurrently with any other such call on the same context; only `mc_free` needs exclusive use.
 use super::dlpack::{export_legacy, export_versioned, DLManagedTensor, DLManagedTensorVersioned};
+use super::model::{dtype_arg, mc_dtype, MC_DTYPE_NONE};
 use super::status::*;
 use super::*;
-use crate::context::{open_context, ModelContext, OpenOptions};
+use crate::context::{open_context, Layers, ModelContext, OpenOptions, WeightRequest};
 use crate::device::Device;
 use crate::dims::Dimension;
+use crate::source::{Progress, SourceOptions};
 use crate::tensor::OwnedTensor;
 use crate::weights::WeightLocation;
-use std::ffi::c_char;
+use std::ffi::{c_char, CString};
+use std::path::PathBuf;
 
 /// An open model context (opaque). Create with `mc_open` / `mc_open_ex`, free with `mc_free`.
 pub struct mc_context {
@@ -33,8 +36,24 @@ pub const MC_WEIGHT_LAYER_NORM_GAIN_FINAL: mc_weight_location = 9;
 pub const MC_WEIGHT_LAYER_NORM_BIAS_FINAL: mc_weight_location = 10;
 pub const MC_WEIGHT_LAYER_NORM_GAIN_PRE_ATTN: mc_weight_location = 11;
 pub const MC_WEIGHT_LAYER_NORM_GAIN_PRE_MLP: mc_weight_location = 12;
+/// `[heads, d_head_qk]` (beyond the seed, as are the locations below).
+pub const MC_WEIGHT_ATTN_QUERY_BIAS: mc_weight_location = 13;
+/// `[heads, d_head_qk]`
+pub const MC_WEIGHT_ATTN_KEY_BIAS: mc_weight_location = 14;
+/// `[heads, d_head_v]`
+pub const MC_WEIGHT_ATTN_VALUE_BIAS: mc_weight_location = 15;
+/// `[d_model]`: the attention output projection's bias.
+pub const MC_WEIGHT_ATTN_RESIDUAL_BIAS: mc_weight_location = 16;
+/// `[d_ff]`
+pub const MC_WEIGHT_MLP_HIDDEN_BIAS: mc_weight_location = 17;
+/// `[d_model]`
+pub const MC_WEIGHT_MLP_RESIDUAL_BIAS: mc_weight_location = 18;
+/// `[d_model]`: ln_1's bias.
+pub const MC_WEIGHT_LAYER_NORM_BIAS_PRE_ATTN: mc_weight_location = 19;
+/// `[d_model]`: ln_2's bias.
+pub const MC_WEIGHT_LAYER_NORM_BIAS_PRE_MLP: mc_weight_location = 20;
 /// Number of weight locations (valid values are `0 .. MC_WEIGHT_COUNT`).
-pub const MC_WEIGHT_COUNT: mc_weight_location = 13;
+pub const MC_WEIGHT_COUNT: mc_weight_location = 21;
 
 pub const MC_DIM_MAX_CONTEXT_LENGTH: mc_dimension = 0;
 pub const MC_DIM_RESIDUAL_STREAM_CHANNELS: mc_dimension = 1;
@@ -71,6 +90,67 @@ pub struct mc_open_options {
     /// "cpu", "cuda", "cuda:N" or "mps"; NULL: CUDA device 0 if available, else MPS, else CPU.
     /// Only read during the call.
     pub device: *const c_char,
+    /// Weight processing (docs/weight-processing.md), all false by default so weights are the
+    /// seed's: fold ln_1/ln_2 into the weights that read them.
+    pub fold_ln: bool,
+    /// Subtract the d_model mean from every weight and bias writing to the residual stream.
+    pub center_writing_weights: bool,
+    /// Subtract the vocabulary mean from the unembedding (logits shift by a per-position constant).
+    pub center_unembed: bool,
+    /// Move the value biases into the attention output bias.
+    pub fold_value_biases: bool,
+    /// Cache folder of remote checkpoints (named models, URLs); NULL: `$MC_MODEL_CACHE_DIR`,
+    /// else `$XDG_CACHE_HOME/model_context/models`, else `$HOME/.cache/model_context/models`.
+    /// Only read during the call.
+    pub cache_dir: *const c_char,
+    /// Base URL of the named models (a mirror); NULL: `$MC_MODEL_BASE_URL`, else the
+    /// transformer-debugger URL (spec section 8). Only read during the call.
+    pub base_url: *const c_char,
+    /// true: use the cache only and never connect; a piece missing from the cache is
+    /// `MC_ERR_NOT_FOUND` naming it. false (default): `$MC_OFFLINE=1` also turns it on.
+    pub offline: bool,
+    /// Called while a remote file downloads; NULL (default): no reports.
+    pub progress: mc_progress_fn,
+    /// Passed to `progress` unchanged; must stay valid until `mc_free` of the context.
+    pub progress_user_data: *mut std::ffi::c_void,
+}
+
+/// Download progress of a remote checkpoint: `what` names the file (e.g.
+/// "piece `tok_embed.weight`", valid only during the call), `bytes_total` is 0 when the server
+/// sent no length. Called at the start, about every MiB and at the end of each download, on
+/// the thread whose call (`mc_open_ex`, `mc_get_weight`, ...) needs the file, so possibly on
+/// several threads at once. It must return normally (no exception, no longjmp).
+pub type mc_progress_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut std::ffi::c_void,
+        what: *const c_char,
+        bytes_done: u64,
+        bytes_total: u64,
+    ),
+>;
+
+/// The C progress callback as the core's `Progress`.
+fn c_progress(
+    f: unsafe extern "C" fn(*mut std::ffi::c_void, *const c_char, u64, u64),
+    user_data: *mut std::ffi::c_void,
+) -> Progress {
+    // The caller promises that user_data stays valid, and the callback thread-safe, until
+    // mc_free; the address travels as an integer so the closure is Send + Sync.
+    let user_data = user_data as usize;
+    Progress(std::sync::Arc::new(
+        move |what: &str, done: u64, total: Option<u64>| {
+            let what = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
+            // SAFETY: a C function pointer given by the caller for exactly this use.
+            unsafe {
+                f(
+                    user_data as *mut std::ffi::c_void,
+                    what.as_ptr(),
+                    done,
+                    total.unwrap_or(0),
+                )
+            }
+        },
+    ))
 }
 
 fn location(loc: mc_weight_location) -> Result<WeightLocation> {
@@ -91,17 +171,14 @@ fn dimension(dim: mc_dimension) -> Result<Dimension> {
     })
 }
 
-fn layer_arg(layer: i32) -> Result<Option<i64>> {
+fn layer_arg(layer: i32) -> Result<Layers> {
     match layer {
-        MC_LAYER_NONE => Ok(None),
-        MC_LAYER_ALL => Err(err(
-            ErrorKind::Unsupported,
-            "MC_LAYER_ALL (stacked layers) is not supported by mc_get_weight yet",
-        )),
-        l if l >= 0 => Ok(Some(l as i64)),
+        MC_LAYER_NONE => Ok(Layers::None),
+        MC_LAYER_ALL => Ok(Layers::All),
+        l if l >= 0 => Ok(Layers::One(l as i64)),
         l => Err(err(
             ErrorKind::InvalidArgument,
-            format!("layer {l} is negative and not MC_LAYER_NONE (-1)"),
+            format!("layer {l} is negative and not MC_LAYER_NONE (-1) or MC_LAYER_ALL (-2)"),
         )),
     }
 }
@@ -135,11 +212,28 @@ pub extern "C" fn mc_open_options_default() -> mc_open_options {
     mc_open_options {
         struct_size: std::mem::size_of::<mc_open_options>() as u32,
         device: std::ptr::null(),
+        fold_ln: false,
+        center_writing_weights: false,
+        center_unembed: false,
+        fold_value_biases: false,
+        cache_dir: std::ptr::null(),
+        base_url: std::ptr::null(),
+        offline: false,
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
     }
 }
 
-/// Opens `model` (a local folder in the transformer-debugger layout) reading only its
-/// config.json; pieces are read on first use. `device` NULL: the default device.
+/// Opens `model`, reading only its config.json; pieces are read on first use. `model` is one of:
+/// a named model (`"gpt2-small"`, `"gpt2-medium"`, `"gpt2-large"`, `"gpt2-xl"`, spec
+/// section 8) or an `https://` / `http://` prefix of a transformer-debugger (TDB) checkpoint,
+/// whose files are fetched on first use into the cache (see `mc_open_options`; a network
+/// failure is `MC_ERR_NETWORK`); a local TDB folder (config.json and model_pieces/); or a
+/// local Hugging Face GPT-2 folder (config.json with "model_type": "gpt2" and
+/// model.safetensors or pytorch_model.bin; symbolic links are followed), read in the TDB
+/// layout without a converted copy (a config the layout cannot represent is
+/// `MC_ERR_UNSUPPORTED` naming the field). A folder that is neither, or both, is an error
+/// saying what was expected. `device` NULL: the default device.
 /// `model` = `"tiktoken:<encoding>"` (e.g. `"tiktoken:cl100k_base"`) opens a tokenizer-only
 /// context: the token calls and `MC_DIM_VOCAB_SIZE` work, weight calls, `mc_config_json` and
 /// other dimensions fail with `MC_ERR_UNSUPPORTED`; an unknown encoding fails here
@@ -175,6 +269,21 @@ pub unsafe extern "C" fn mc_open_ex(
         let opts = read_options(opts, mc_open_options_default())?;
         let options = OpenOptions {
             device: device_arg(opts.device)?,
+            processing: crate::processing::Processing {
+                fold_ln: opts.fold_ln,
+                center_writing_weights: opts.center_writing_weights,
+                center_unembed: opts.center_unembed,
+                fold_value_biases: opts.fold_value_biases,
+            },
+            source: SourceOptions {
+                cache_dir: arg_opt_str(opts.cache_dir, "opts.cache_dir")?.map(PathBuf::from),
+                offline: opts.offline,
+                base_url: arg_opt_str(opts.base_url, "opts.base_url")?.map(str::to_string),
+                progress: opts
+                    .progress
+                    .map(|f| c_progress(f, opts.progress_user_data)),
+                retry: Default::default(),
+            },
         };
         let handle = Box::new(mc_context {
             inner: open_context(model, &options)?,
@@ -361,14 +470,158 @@ unsafe fn weight(
     normalize_dim: mc_dimension,
     device: *const c_char,
 ) -> Result<OwnedTensor> {
+    let mut req = mc_weight_request_default();
+    (req.location, req.layer, req.normalize_dim, req.device) = (loc, layer, normalize_dim, device);
+    weight_ex(ctx, &req)
+}
+
+unsafe fn weight_ex(ctx: *const mc_context, r: &mc_weight_request) -> Result<OwnedTensor> {
     let ctx = ctx_arg(ctx)?;
-    let loc = location(loc)?;
-    let layer = layer_arg(layer)?;
-    let normalize = match normalize_dim {
-        MC_DIM_NONE => None,
-        d => Some(dimension(d)?),
+    let req = WeightRequest {
+        location: location(r.location)?,
+        layer: layer_arg(r.layer)?,
+        normalize_dim: match r.normalize_dim {
+            MC_DIM_NONE => None,
+            d => Some(dimension(d)?),
+        },
+        device: device_arg(r.device)?,
+        dtype: dtype_arg(r.dtype)?.map(|d| d.kind()),
     };
-    ctx.get_weight(loc, layer, normalize, device_arg(device)?)
+    ctx.weight(&req)
+}
+
+/// A weight request for `mc_get_weight_ex`; start from `mc_weight_request_default()`.
+#[repr(C)]
+pub struct mc_weight_request {
+    /// Set by `mc_weight_request_default`; do not change.
+    pub struct_size: u32,
+    pub location: mc_weight_location,
+    /// A layer, `MC_LAYER_NONE` (model-wide locations) or `MC_LAYER_ALL` (per-layer locations
+    /// stacked as `[n_layers, ...]`, a new tensor).
+    pub layer: i32,
+    /// `MC_DIM_NONE` or a dimension appearing once in the location's shape.
+    pub normalize_dim: mc_dimension,
+    /// NULL: the context's device. Only read during the call.
+    pub device: *const c_char,
+    /// `MC_DTYPE_NONE` (default: as stored) or `MC_DTYPE_FLOAT32/FLOAT16/BFLOAT16`: converts
+    /// only this result, never a copy of the model.
+    pub dtype: mc_dtype,
+}
+
+/// Default request: location 0, `MC_LAYER_NONE`, `MC_DIM_NONE`, context's device, stored dtype.
+#[no_mangle]
+pub extern "C" fn mc_weight_request_default() -> mc_weight_request {
+    mc_weight_request {
+        struct_size: std::mem::size_of::<mc_weight_request>() as u32,
+        location: 0,
+        layer: MC_LAYER_NONE,
+        normalize_dim: MC_DIM_NONE,
+        device: std::ptr::null(),
+        dtype: MC_DTYPE_NONE,
+    }
+}
+
+/// `mc_get_weight` with every option (`mc_weight_request`: stacks over layers, dtype
+/// conversion). Free the result with its deleter. Thread-safe.
+///
+/// # Safety
+/// `ctx` NULL or live; `req` NULL or valid for `req->struct_size` bytes; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_get_weight_ex(
+    ctx: *const mc_context,
+    req: *const mc_weight_request,
+    out: *mut *mut DLManagedTensorVersioned,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        arg_ref(req, "req")?;
+        let r = read_options(req, mc_weight_request_default())?;
+        write_out(out, export_versioned(weight_ex(ctx, &r)?)?);
+        Ok(())
+    })
+}
+
+/// The shape a weight request for `loc` and `layer` returns (size probe: `shape` NULL with
+/// `capacity` 0 gives `MC_OK` and `*ndim`; at most 4 dimensions). Reads no piece. Thread-safe.
+///
+/// # Safety
+/// `ctx` NULL or live; `shape` NULL or valid for `capacity` values; `ndim` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_weight_shape(
+    ctx: *const mc_context,
+    loc: mc_weight_location,
+    layer: i32,
+    shape: *mut i64,
+    capacity: usize,
+    ndim: *mut usize,
+) -> mc_status {
+    guard(|| {
+        arg_out(ndim, "ndim")?;
+        let dims = ctx_arg(ctx)?.weight_shape(location(loc)?, layer_arg(layer)?)?;
+        write_sized(&dims, shape, capacity, ndim, "shape")
+    })
+}
+
+/// What the context supports, as JSON, so bindings need no hard-coded tables:
+/// `{"weights": [{"name", "id", "per_layer", "dims": [names], "shape": [sizes]}],
+///   "dimensions": [{"name", "id", "size" (null for activation-only dimensions)}],
+///   "activations": [{"name", "id", "per_layer", "dims": [names]}]}`.
+/// Free `*out` with `mc_string_free`. Thread-safe.
+///
+/// # Safety
+/// `ctx` NULL or live; `out` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mc_describe_json(
+    ctx: *const mc_context,
+    out: *mut *mut c_char,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let json = describe(ctx_arg(ctx)?)?.to_string();
+        write_out(
+            out,
+            CString::new(json)
+                .map_err(|_| err(ErrorKind::Internal, "NUL in JSON"))?
+                .into_raw(),
+        );
+        Ok(())
+    })
+}
+
+/// The size probe for a slice result: writes `data` when it fits, its length always.
+unsafe fn write_sized<T: Copy>(
+    data: &[T],
+    buf: *mut T,
+    capacity: usize,
+    n_out: *mut usize,
+    what: &str,
+) -> Result<()> {
+    if super::tokens::fits(data.len(), buf, capacity, n_out, what)? {
+        super::tokens::write_data(data, buf, n_out);
+    }
+    Ok(())
+}
+
+fn describe(ctx: &dyn ModelContext) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let names = |dims: &[Dimension]| dims.iter().map(|d| d.name()).collect::<Vec<_>>();
+    let weights = WeightLocation::ALL
+        .iter()
+        .map(|&l| {
+            let shape = ctx.shape_from_spec(l.spec().shape).ok();
+            json!({"name": l.name(), "id": l as i32, "per_layer": l.spec().per_layer,
+                   "dims": names(l.spec().shape), "shape": shape})
+        })
+        .collect::<Vec<_>>();
+    let dimensions = Dimension::ALL
+        .iter()
+        .map(|&d| json!({"name": d.name(), "id": d as i32, "size": ctx.get_dim_size(d).ok()}))
+        .collect::<Vec<_>>();
+    let activations = crate::activations::Activation::ALL
+        .iter()
+        .map(|&a| json!({"name": a.name(), "id": a as i32, "per_layer": a.per_layer(), "dims": names(a.shape())}))
+        .collect::<Vec<_>>();
+    Ok(json!({"weights": weights, "dimensions": dimensions, "activations": activations}))
 }
 
 /// The seed's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.

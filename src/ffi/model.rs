@@ -41,6 +41,8 @@ pub const MC_ACT_LOGITS: mc_activation = 19;
 /// Number of activation locations (valid values are `0 .. MC_ACT_COUNT`).
 pub const MC_ACT_COUNT: mc_activation = 20;
 
+/// "Keep the stored dtype" (weight requests only).
+pub const MC_DTYPE_NONE: mc_dtype = -1;
 pub const MC_DTYPE_FLOAT32: mc_dtype = 0;
 pub const MC_DTYPE_FLOAT16: mc_dtype = 1;
 pub const MC_DTYPE_BFLOAT16: mc_dtype = 2;
@@ -173,23 +175,32 @@ pub unsafe extern "C" fn mc_create_model(
     guard(|| {
         let ctx = ctx_arg(ctx)?;
         let o = read_options(opts, mc_model_options_default())?;
-        let dtype = match o.dtype {
-            MC_DTYPE_FLOAT32 => ModelDType::Float32,
-            MC_DTYPE_FLOAT16 => ModelDType::Float16,
-            MC_DTYPE_BFLOAT16 => ModelDType::BFloat16,
-            d => {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!("model dtype {d} out of range (0..3)"),
-                ))
-            }
-        };
+        let dtype = dtype_arg(o.dtype)?.ok_or_else(|| {
+            err(
+                ErrorKind::InvalidArgument,
+                "a model needs a dtype (MC_DTYPE_NONE given)",
+            )
+        })?;
         ctx.get_or_create_model(Some(ModelOptions {
             simplify: o.simplify,
             dtype,
         }))?;
         Ok(())
     })
+}
+
+/// `MC_DTYPE_NONE` is None; the three floating-point dtypes map to `ModelDType`.
+pub(crate) fn dtype_arg(d: mc_dtype) -> Result<Option<ModelDType>> {
+    match d {
+        MC_DTYPE_NONE => Ok(None),
+        MC_DTYPE_FLOAT32 => Ok(Some(ModelDType::Float32)),
+        MC_DTYPE_FLOAT16 => Ok(Some(ModelDType::Float16)),
+        MC_DTYPE_BFLOAT16 => Ok(Some(ModelDType::BFloat16)),
+        d => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("dtype {d} out of range (MC_DTYPE_NONE or 0..3)"),
+        )),
+    }
 }
 
 unsafe fn tokens_arg(r: &mc_forward_request) -> Result<Vec<i64>> {

@@ -65,7 +65,7 @@ unsafe fn tokenizer<'a>(ctx: *const mc_context) -> Result<&'a Tokenizer> {
 ///
 /// # Safety
 /// `n_out` was checked by `arg_out`.
-unsafe fn fits<T>(
+pub(crate) unsafe fn fits<T>(
     needed: usize,
     buf: *mut T,
     capacity: usize,
@@ -97,7 +97,7 @@ unsafe fn fits<T>(
 ///
 /// # Safety
 /// `buf` is valid for `data.len()` writes; `n_out` is writable.
-unsafe fn write_data<T: Copy>(data: &[T], buf: *mut T, n_out: *mut usize) {
+pub(crate) unsafe fn write_data<T: Copy>(data: &[T], buf: *mut T, n_out: *mut usize) {
     std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
     write_out(n_out, data.len());
 }

@@ -52,6 +52,39 @@ impl DType {
         }
     }
 
+    /// The legacy typed storage class torch names this dtype by (`"FloatStorage"`, ...).
+    pub(crate) fn storage_class(self) -> &'static str {
+        match self {
+            DType::F32 => "FloatStorage",
+            DType::F16 => "HalfStorage",
+            DType::BF16 => "BFloat16Storage",
+            DType::F64 => "DoubleStorage",
+            DType::I64 => "LongStorage",
+            DType::I32 => "IntStorage",
+            DType::I16 => "ShortStorage",
+            DType::I8 => "CharStorage",
+            DType::U8 => "ByteStorage",
+            DType::Bool => "BoolStorage",
+        }
+    }
+
+    /// The dtype a safetensors header names (`"F32"`, `"BF16"`, ...), when this crate has it.
+    pub(crate) fn from_safetensors(name: &str) -> Option<DType> {
+        Some(match name {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "F64" => DType::F64,
+            "I64" => DType::I64,
+            "I32" => DType::I32,
+            "I16" => DType::I16,
+            "I8" => DType::I8,
+            "U8" => DType::U8,
+            "BOOL" => DType::Bool,
+            _ => return None,
+        })
+    }
+
     /// The dtype a legacy typed storage class (`torch.FloatStorage`, ...) stands for.
     pub(crate) fn from_storage_class(name: &str) -> Option<DType> {
         Some(match name {

@@ -2,6 +2,9 @@
 
 mod archive;
 mod pickle;
+mod write;
+
+pub use write::{save_tensor, tensor_pt_bytes, write_tensor};
 
 use std::fs::File;
 use std::path::Path;
@@ -65,6 +68,71 @@ impl TensorRecord {
             expected = expected.saturating_mul(size);
         }
         true
+    }
+
+    /// Another view of the same storage (no copy) with the given geometry, checked to stay
+    /// inside the storage like every record the readers return.
+    pub fn view(
+        &self,
+        offset: i64,
+        shape: Vec<i64>,
+        strides: Vec<i64>,
+    ) -> Result<TensorRecord, FormatError> {
+        let t = TensorRecord {
+            dtype: self.dtype,
+            shape,
+            strides,
+            offset,
+            storage: self.storage.clone(),
+        };
+        View::check(&t).map_err(|e| FormatError::new(ErrorKind::Shape, e))?;
+        Ok(t)
+    }
+
+    /// The view with dimensions `a` and `b` swapped (a transpose; no copy).
+    pub fn transposed(&self, a: usize, b: usize) -> Result<TensorRecord, FormatError> {
+        let nd = self.shape.len();
+        if a >= nd || b >= nd || self.strides.len() != nd {
+            return Err(FormatError::new(
+                ErrorKind::Shape,
+                format!("cannot swap dimensions {a} and {b} of a {nd}-dimensional tensor"),
+            ));
+        }
+        let (mut shape, mut strides) = (self.shape.clone(), self.strides.clone());
+        shape.swap(a, b);
+        strides.swap(a, b);
+        self.view(self.offset, shape, strides)
+    }
+
+    /// The view of `len` entries of dimension `dim` starting at `start` (torch's `narrow`;
+    /// no copy).
+    pub fn narrowed(&self, dim: usize, start: i64, len: i64) -> Result<TensorRecord, FormatError> {
+        let size = self.shape.get(dim).copied();
+        let stride = self.strides.get(dim).copied();
+        let (Some(size), Some(stride)) = (size, stride) else {
+            return Err(FormatError::new(
+                ErrorKind::Shape,
+                format!(
+                    "cannot narrow dimension {dim} of a {}-dimensional tensor",
+                    self.shape.len()
+                ),
+            ));
+        };
+        if start < 0 || len < 0 || start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(FormatError::new(
+                ErrorKind::Shape,
+                format!(
+                    "cannot take entries {start}..{start}+{len} of dimension {dim} of size {size}"
+                ),
+            ));
+        }
+        let offset = start
+            .checked_mul(stride)
+            .and_then(|o| o.checked_add(self.offset))
+            .ok_or_else(|| FormatError::new(ErrorKind::Shape, "narrowed offset overflows"))?;
+        let mut shape = self.shape.clone();
+        shape[dim] = len;
+        self.view(offset, shape, self.strides.clone())
     }
 
     /// The elements gathered in row-major order into a new buffer (for copies and tests).
@@ -234,7 +302,7 @@ pub fn load_pt_bytes(bytes: Vec<u8>, name: &str) -> Result<PtValue, FormatError>
     archive::read(archive::Source::Bytes(bytes)).map_err(|e| with_path(e, Path::new(name)))
 }
 
-fn map_file(path: &Path) -> Result<Arc<memmap2::MmapRaw>, FormatError> {
+pub(crate) fn map_file(path: &Path) -> Result<Arc<memmap2::MmapRaw>, FormatError> {
     let file = File::open(path).map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound {
             ErrorKind::NotFound
@@ -260,7 +328,7 @@ fn map_file(path: &Path) -> Result<Arc<memmap2::MmapRaw>, FormatError> {
 }
 
 /// Prefixes an internal error's message with the file it came from.
-fn with_path(e: FormatError, path: &Path) -> FormatError {
+pub(crate) fn with_path(e: FormatError, path: &Path) -> FormatError {
     FormatError::new(e.kind, format!("{}: {}", path.display(), e.message))
 }
 

@@ -1,0 +1,3 @@
+module model_context/bindings/go
+
+go 1.19

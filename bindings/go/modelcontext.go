@@ -1,0 +1,524 @@
+// Package modelcontext is the Go binding of model_context: GPT-2-family transformer
+// checkpoints in the transformer-debugger layout, their weights, tokens and forward-pass
+// activations as DLPack tensors.
+//
+// It links the installed C library through pkg-config (`make install PREFIX=...`, then
+// PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig) and has no other dependency.
+//
+// Ownership: a *Context is released by Close, a *ForwardOutput by Close, a *Tensor by Free;
+// each also has a finalizer doing the same, so forgetting one leaks nothing for long, and
+// each may be called more than once (only the first call frees). Tensors stay valid after the
+// Context or ForwardOutput that produced them is closed.
+//
+// Views: Tensor.Float32s and View return slices that alias the tensor's memory (no copy).
+// They are valid while the Tensor is reachable and not freed: keep the *Tensor (or call
+// runtime.KeepAlive on it) for as long as a view is used.
+//
+// Threads: a Context and a ForwardOutput may be used from any number of goroutines at once;
+// Close waits for the calls in flight. The C library's per-thread error message is read on
+// the OS thread that made the failing call, so errors never mix between goroutines.
+//
+// cgo rules: no Go pointer is ever stored in C memory. Arrays that C reads through a struct
+// (the forward request) are copied into C memory for the call; plain buffers are passed as Go
+// pointers that C uses only during the call.
+package modelcontext
+
+/*
+#cgo pkg-config: model_context
+#include <stdlib.h>
+#include <model_context.h>
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Status is the class of a failure, one of the Err* constants (the C library's mc_status).
+// It is an error itself, so errors.Is(err, modelcontext.ErrNotFound) tests the class of any
+// error this package returns.
+type Status int32
+
+// The statuses, in the C library's order.
+const (
+	OK                 Status = C.MC_OK
+	ErrNullArgument    Status = C.MC_ERR_NULL_ARGUMENT
+	ErrInvalidArgument Status = C.MC_ERR_INVALID_ARGUMENT
+	ErrNotFound        Status = C.MC_ERR_NOT_FOUND
+	ErrIO              Status = C.MC_ERR_IO
+	ErrFormat          Status = C.MC_ERR_FORMAT
+	ErrForbidden       Status = C.MC_ERR_FORBIDDEN
+	ErrShape           Status = C.MC_ERR_SHAPE
+	ErrDevice          Status = C.MC_ERR_DEVICE
+	ErrToken           Status = C.MC_ERR_TOKEN
+	ErrUnsupported     Status = C.MC_ERR_UNSUPPORTED
+	ErrBufferTooSmall  Status = C.MC_ERR_BUFFER_TOO_SMALL
+	ErrNetwork         Status = C.MC_ERR_NETWORK
+	ErrPanic           Status = C.MC_ERR_PANIC
+	ErrInternal        Status = C.MC_ERR_INTERNAL
+)
+
+// Error returns the status's constant name, e.g. "MC_ERR_NOT_FOUND".
+func (s Status) Error() string { return C.GoString(C.mc_status_name(C.mc_status(s))) }
+
+// Error is a failed call: the C function, the status and the library's message, which names
+// the cause (path, key, layer, expected and actual shapes).
+type Error struct {
+	Op      string
+	Status  Status
+	Message string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s: %s", e.Op, e.Status, e.Message) }
+
+// Unwrap returns the Status, for errors.Is.
+func (e *Error) Unwrap() error { return e.Status }
+
+// ErrClosed is returned by calls on a Context or ForwardOutput after Close.
+var ErrClosed = errors.New("modelcontext: use after Close")
+
+// call runs one C call and, on failure, reads the message on the same OS thread: the C
+// library keeps the last error per thread, and a goroutine may otherwise move in between.
+func call(op string, f func() C.mc_status) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if s := Status(f()); s != OK {
+		return &Error{Op: op, Status: s, Message: C.GoString(C.mc_last_error())}
+	}
+	return nil
+}
+
+// Version is the C library's version, "MAJOR.MINOR.PATCH".
+func Version() string { return C.GoString(C.mc_version()) }
+
+// cString returns a C copy of s (nil for ""), and the function freeing it.
+func cString(s string) (*C.char, func()) {
+	if s == "" {
+		return nil, func() {}
+	}
+	p := C.CString(s)
+	return p, func() { C.free(unsafe.Pointer(p)) }
+}
+
+// Context is an open checkpoint (mc_context). Safe for concurrent use.
+type Context struct {
+	mu  sync.RWMutex
+	ptr *C.mc_context
+}
+
+// Open opens a checkpoint folder in the transformer-debugger layout (or "tiktoken:<encoding>"
+// for a tokenizer-only context), reading only its config.json. device is "cpu", "cuda",
+// "cuda:N", "mps", or "" for the default (CUDA device 0 if available, else MPS, else CPU).
+func Open(model, device string) (*Context, error) {
+	cm := C.CString(model)
+	defer C.free(unsafe.Pointer(cm))
+	cd, free := cString(device)
+	defer free()
+	var p *C.mc_context
+	if err := call("mc_open", func() C.mc_status { return C.mc_open(cm, cd, &p) }); err != nil {
+		return nil, err
+	}
+	c := &Context{ptr: p}
+	runtime.SetFinalizer(c, (*Context).Close)
+	return c, nil
+}
+
+// Close frees the context (mc_free) once no call is in flight; later calls return ErrClosed.
+// Tensors it handed out stay valid. Closing twice is a no-op.
+func (c *Context) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ptr != nil {
+		C.mc_free(c.ptr)
+		c.ptr = nil
+		runtime.SetFinalizer(c, nil)
+	}
+	return nil
+}
+
+// use runs f with the live context, holding it open for the call's duration.
+func (c *Context) use(f func(p *C.mc_context) error) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.ptr == nil {
+		return ErrClosed
+	}
+	return f(c.ptr)
+}
+
+// ConfigJSON is the checkpoint's config.json as a JSON object (mc_config_json).
+func (c *Context) ConfigJSON() (string, error) {
+	var s string
+	err := c.use(func(p *C.mc_context) error {
+		var out *C.char
+		if err := call("mc_config_json", func() C.mc_status { return C.mc_config_json(p, &out) }); err != nil {
+			return err
+		}
+		s = C.GoString(out)
+		C.mc_string_free(out)
+		return nil
+	})
+	return s, err
+}
+
+// DimSize is the size of a model dimension (mc_dim_size).
+func (c *Context) DimSize(d Dimension) (int64, error) {
+	var n C.int64_t
+	err := c.use(func(p *C.mc_context) error {
+		return call("mc_dim_size", func() C.mc_status { return C.mc_dim_size(p, C.mc_dimension(d), &n) })
+	})
+	return int64(n), err
+}
+
+// WeightOptions are the optional arguments of WeightWith.
+type WeightOptions struct {
+	// Normalize L2-normalises along NormalizeDim, a dimension appearing once in the shape.
+	Normalize    bool
+	NormalizeDim Dimension
+	// Device is "" for the context's device, else a device string as for Open.
+	Device string
+}
+
+// Weight is the weight at loc in its standard shape; layer is a layer index for per-layer
+// locations and LayerNone for model-wide ones (mc_get_weight).
+func (c *Context) Weight(loc WeightLocation, layer int) (*Tensor, error) {
+	return c.WeightWith(loc, layer, WeightOptions{})
+}
+
+// WeightWith is Weight with normalisation or another device.
+func (c *Context) WeightWith(loc WeightLocation, layer int, o WeightOptions) (*Tensor, error) {
+	nd := C.mc_dimension(DimNone)
+	if o.Normalize {
+		nd = C.mc_dimension(o.NormalizeDim)
+	}
+	cd, free := cString(o.Device)
+	defer free()
+	return c.tensor("mc_get_weight", func(p *C.mc_context, out **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_get_weight(p, C.mc_weight_location(loc), C.int32_t(layer), nd, cd, out)
+	})
+}
+
+// Embedding is the token embedding [vocab_size, d_model] (mc_get_embedding).
+func (c *Context) Embedding(device string) (*Tensor, error) {
+	cd, free := cString(device)
+	defer free()
+	return c.tensor("mc_get_embedding", func(p *C.mc_context, out **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_get_embedding(p, cd, out)
+	})
+}
+
+// UnembeddingWithLnGain is the unembedding [d_model, vocab_size] scaled by the final layer
+// norm's gain (mc_get_unembedding_with_ln_gain).
+func (c *Context) UnembeddingWithLnGain(device string) (*Tensor, error) {
+	cd, free := cString(device)
+	defer free()
+	return c.tensor("mc_get_unembedding_with_ln_gain", func(p *C.mc_context, out **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_get_unembedding_with_ln_gain(p, cd, out)
+	})
+}
+
+func (c *Context) tensor(op string, f func(*C.mc_context, **C.DLManagedTensorVersioned) C.mc_status) (*Tensor, error) {
+	var t *Tensor
+	err := c.use(func(p *C.mc_context) error {
+		var m *C.DLManagedTensorVersioned
+		if err := call(op, func() C.mc_status { return f(p, &m) }); err != nil {
+			return err
+		}
+		t = newTensor(m)
+		return nil
+	})
+	return t, err
+}
+
+// bytePtr points at b's first byte, or is nil for an empty slice.
+func bytePtr(b []byte) *C.char {
+	if len(b) == 0 {
+		return nil
+	}
+	return (*C.char)(unsafe.Pointer(&b[0]))
+}
+
+func idPtr(ids []uint32) *C.uint32_t {
+	if len(ids) == 0 {
+		return nil
+	}
+	return (*C.uint32_t)(unsafe.Pointer(&ids[0]))
+}
+
+// Encode returns text's token ids, exactly Python tiktoken's (mc_encode).
+func (c *Context) Encode(text string) ([]uint32, error) {
+	b := []byte(text)
+	ids := make([]uint32, len(b)) // never more ids than bytes
+	var n C.size_t
+	err := c.use(func(p *C.mc_context) error {
+		return call("mc_encode", func() C.mc_status {
+			return C.mc_encode(p, bytePtr(b), C.size_t(len(b)), idPtr(ids), C.size_t(len(ids)), &n)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids[:n], nil
+}
+
+// Decode returns the exact bytes of ids, which need not be UTF-8 (mc_decode).
+func (c *Context) Decode(ids []uint32) ([]byte, error) {
+	return c.bytes("mc_decode", func(p *C.mc_context, buf *C.char, capacity C.size_t, n *C.size_t) C.mc_status {
+		return C.mc_decode(p, idPtr(ids), C.size_t(len(ids)), buf, capacity, n)
+	})
+}
+
+// DecodeToken returns the exact bytes of one token id (mc_decode_token).
+func (c *Context) DecodeToken(id uint32) ([]byte, error) {
+	return c.bytes("mc_decode_token", func(p *C.mc_context, buf *C.char, capacity C.size_t, n *C.size_t) C.mc_status {
+		return C.mc_decode_token(p, C.uint32_t(id), buf, capacity, n)
+	})
+}
+
+// bytes runs a size-probe call twice: once for the length, once into a buffer of that size.
+func (c *Context) bytes(op string, f func(*C.mc_context, *C.char, C.size_t, *C.size_t) C.mc_status) ([]byte, error) {
+	var out []byte
+	err := c.use(func(p *C.mc_context) error {
+		var n C.size_t
+		if err := call(op, func() C.mc_status { return f(p, nil, 0, &n) }); err != nil {
+			return err
+		}
+		out = make([]byte, int(n))
+		return call(op, func() C.mc_status { return f(p, bytePtr(out), n, &n) })
+	})
+	return out, err
+}
+
+// EncodeTokenStr returns the one id text encodes to; other texts fail with ErrToken
+// (mc_encode_token_str).
+func (c *Context) EncodeTokenStr(text string) (uint32, error) {
+	b := []byte(text)
+	var id C.uint32_t
+	err := c.use(func(p *C.mc_context) error {
+		return call("mc_encode_token_str", func() C.mc_status {
+			return C.mc_encode_token_str(p, bytePtr(b), C.size_t(len(b)), &id)
+		})
+	})
+	return uint32(id), err
+}
+
+// EncodeBatch encodes many texts on all cores; each result equals Encode of that text
+// (mc_encode_batch).
+func (c *Context) EncodeBatch(texts []string) ([][]uint32, error) {
+	if len(texts) == 0 {
+		return [][]uint32{}, nil
+	}
+	// C reads texts through an array of pointers: both live in C memory.
+	total := 0
+	for _, t := range texts {
+		total += len(t)
+	}
+	cBuf := C.malloc(C.size_t(total + 1))
+	defer C.free(cBuf)
+	buf := unsafe.Slice((*byte)(cBuf), total+1)
+	cPtrs := C.malloc(C.size_t(len(texts)) * C.size_t(unsafe.Sizeof((*C.char)(nil))))
+	defer C.free(cPtrs)
+	ptrs := unsafe.Slice((**C.char)(cPtrs), len(texts))
+	lens := make([]C.size_t, len(texts))
+	at := 0
+	for i, t := range texts {
+		copy(buf[at:], t)
+		ptrs[i] = (*C.char)(unsafe.Pointer(&buf[at]))
+		lens[i] = C.size_t(len(t))
+		at += len(t)
+	}
+	ids := make([]uint32, total+1)
+	offsets := make([]C.size_t, len(texts)+1)
+	var n C.size_t
+	err := c.use(func(p *C.mc_context) error {
+		return call("mc_encode_batch", func() C.mc_status {
+			return C.mc_encode_batch(p, &ptrs[0], &lens[0], C.size_t(len(texts)), idPtr(ids), C.size_t(len(ids)), &offsets[0], &n)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]uint32, len(texts))
+	for i := range texts {
+		out[i] = ids[offsets[i]:offsets[i+1]:offsets[i+1]]
+	}
+	return out, nil
+}
+
+// ModelOptions configure the context's model (the zero value: float32, not simplified).
+type ModelOptions struct {
+	Simplify bool
+	DType    ModelDType
+}
+
+// CreateModel creates the context's model with opts; the first creation wins and a later
+// one with other options fails with ErrInvalidArgument (mc_create_model). Forward and Sample
+// create a default model when none exists.
+func (c *Context) CreateModel(opts ModelOptions) error {
+	o := C.mc_model_options_default()
+	o.simplify = C.bool(opts.Simplify)
+	o.dtype = C.mc_dtype(opts.DType)
+	return c.use(func(p *C.mc_context) error {
+		return call("mc_create_model", func() C.mc_status { return C.mc_create_model(p, &o) })
+	})
+}
+
+// ActivationRequest names one activation to keep: a location and a layer (a layer index,
+// LayerAll for every layer, or LayerNone for model-wide locations).
+type ActivationRequest struct {
+	Activation Activation
+	Layer      int
+}
+
+// ForwardRequest is a batch of token ids, row-major [Batch, SeqLen].
+type ForwardRequest struct {
+	Tokens      []uint32
+	Batch       int
+	SeqLen      int
+	Pad         []bool // nil, or Batch*SeqLen flags, true at (right-)padding positions
+	Activations []ActivationRequest
+}
+
+// cArray copies a Go slice into C memory (freed by the returned function).
+func cArray[T any](s []T) (unsafe.Pointer, func()) {
+	if len(s) == 0 {
+		return nil, func() {}
+	}
+	var zero T
+	p := C.malloc(C.size_t(len(s)) * C.size_t(unsafe.Sizeof(zero)))
+	copy(unsafe.Slice((*T)(p), len(s)), s)
+	return p, func() { C.free(p) }
+}
+
+// Forward runs a forward pass (no gradients) keeping the logits and the requested
+// activations (mc_forward).
+func (c *Context) Forward(r ForwardRequest) (*ForwardOutput, error) {
+	acts := make([]C.mc_activation, len(r.Activations))
+	layers := make([]C.int32_t, len(r.Activations))
+	for i, a := range r.Activations {
+		acts[i] = C.mc_activation(a.Activation)
+		layers[i] = C.int32_t(a.Layer)
+	}
+	pad := make([]C.bool, len(r.Pad))
+	for i, b := range r.Pad {
+		pad[i] = C.bool(b)
+	}
+	// The request struct points at these arrays, so they live in C memory (cgo forbids Go
+	// memory holding Go pointers from being passed to C).
+	tokens, freeTokens := cArray(r.Tokens)
+	defer freeTokens()
+	cActs, freeActs := cArray(acts)
+	defer freeActs()
+	cLayers, freeLayers := cArray(layers)
+	defer freeLayers()
+	cPad, freePad := cArray(pad)
+	defer freePad()
+	req := C.mc_forward_request_default()
+	req.tokens = tokens
+	req.token_type = C.MC_TOKENS_UINT32
+	req.batch = C.int64_t(r.Batch)
+	req.seq_len = C.int64_t(r.SeqLen)
+	req.pad = (*C.bool)(cPad)
+	req.n_pad = C.size_t(len(pad))
+	req.activations = (*C.mc_activation)(cActs)
+	req.layers = (*C.int32_t)(cLayers)
+	req.n_activations = C.size_t(len(acts))
+	var o *ForwardOutput
+	err := c.use(func(p *C.mc_context) error {
+		var out *C.mc_forward_output
+		if err := call("mc_forward", func() C.mc_status { return C.mc_forward(p, &req, &out) }); err != nil {
+			return err
+		}
+		o = &ForwardOutput{ptr: out}
+		runtime.SetFinalizer(o, (*ForwardOutput).Close)
+		return nil
+	})
+	return o, err
+}
+
+// ForwardOutput holds the logits and activations of one forward pass. Safe for concurrent
+// use; tensors taken from it stay valid after Close.
+type ForwardOutput struct {
+	mu  sync.RWMutex
+	ptr *C.mc_forward_output
+}
+
+// Get returns one activation [batch, ...] (layer: its layer, or LayerNone for model-wide
+// locations); ErrNotFound if it was not requested (mc_forward_output_get).
+func (o *ForwardOutput) Get(act Activation, layer int) (*Tensor, error) {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if o.ptr == nil {
+		return nil, ErrClosed
+	}
+	var m *C.DLManagedTensorVersioned
+	err := call("mc_forward_output_get", func() C.mc_status {
+		return C.mc_forward_output_get(o.ptr, C.mc_activation(act), C.int32_t(layer), &m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return newTensor(m), nil
+}
+
+// Logits returns the logits [batch, seq_len, vocab_size].
+func (o *ForwardOutput) Logits() (*Tensor, error) { return o.Get(ActLogits, LayerNone) }
+
+// Close frees the output (mc_forward_output_free); closing twice is a no-op.
+func (o *ForwardOutput) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ptr != nil {
+		C.mc_forward_output_free(o.ptr)
+		o.ptr = nil
+		runtime.SetFinalizer(o, nil)
+	}
+	return nil
+}
+
+// SampleOptions control Sample; start from DefaultSampleOptions.
+type SampleOptions struct {
+	MaxNewTokens    uint32
+	Temperature     float64 // 0: greedy
+	TopP            float64 // 1: no nucleus sampling
+	Seed            uint64
+	StopAtEndOfText bool
+}
+
+// DefaultSampleOptions are the C library's defaults: greedy, 16 tokens, seed 0, stop at
+// <|endoftext|>.
+func DefaultSampleOptions() SampleOptions {
+	d := C.mc_sample_options_default()
+	return SampleOptions{
+		MaxNewTokens:    uint32(d.max_new_tokens),
+		Temperature:     float64(d.temperature),
+		TopP:            float64(d.top_p),
+		Seed:            uint64(d.seed),
+		StopAtEndOfText: bool(d.stop_at_end_of_text),
+	}
+}
+
+// Sample continues prompt with up to opts.MaxNewTokens new ids (mc_sample).
+func (c *Context) Sample(prompt []uint32, opts SampleOptions) ([]uint32, error) {
+	o := C.mc_sample_options_default()
+	o.max_new_tokens = C.uint32_t(opts.MaxNewTokens)
+	o.temperature = C.double(opts.Temperature)
+	o.top_p = C.double(opts.TopP)
+	o.seed = C.uint64_t(opts.Seed)
+	o.stop_at_end_of_text = C.bool(opts.StopAtEndOfText)
+	out := make([]uint32, opts.MaxNewTokens)
+	var n C.size_t
+	err := c.use(func(p *C.mc_context) error {
+		return call("mc_sample", func() C.mc_status {
+			return C.mc_sample(p, idPtr(prompt), C.size_t(len(prompt)), &o, idPtr(out), C.size_t(len(out)), &n)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out[:n], nil
+}
