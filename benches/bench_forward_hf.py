@@ -3,12 +3,12 @@
 the weights of a TDB checkpoint, timed on the CPU so a driver can compare with the Rust side in
 the same run and with the same number of threads.
 
-Times (medians after warm-up, seconds): model creation from the TDB files to a ready model
-(torch.load of every piece, the inverse of spec section 7's conversion, a model built without
-random init), and forward passes of 1x128 and 8x128 seeded random tokens under
-torch.inference_mode, without and with capturing every block's MLP post-activation (a forward
-hook on mlp.act). Checks once that HF's logits equal scripts/ref_model.py's within 1e-4.
-Prints one JSON object to stdout.
+Times (medians after warm-up, seconds; the *_min_s fields hold the fastest rep): model creation
+from the TDB files to a ready model (torch.load of every piece, the inverse of spec section 7's
+conversion, a model built without random init), and forward passes of 1x128 and 8x128 seeded
+random tokens under torch.inference_mode, without and with capturing every block's MLP
+post-activation (a forward hook on mlp.act). Checks once that HF's logits equal
+scripts/ref_model.py's within 1e-4. Prints one JSON object to stdout.
 
 Usage: bench_forward_hf.py [--ckpt DIR] [--threads N] [--reps N] [--warmup N] [--create-reps N]
 """
@@ -75,7 +75,7 @@ def create_model(root):
 
 
 def timed(fn, reps, warmup):
-    """Median wall time of fn over reps calls after warmup calls."""
+    """(median, min) wall time of fn over reps calls after warmup calls; min helps on busy hosts."""
     for _ in range(warmup):
         fn()
     times = []
@@ -83,7 +83,7 @@ def timed(fn, reps, warmup):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def forward_fn(model, tokens, capture):
@@ -121,18 +121,22 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    create_s = timed(lambda: create_model(args.ckpt), args.create_reps, 1)
+    create_s, create_min = timed(lambda: create_model(args.ckpt), args.create_reps, 1)
     model = create_model(args.ckpt)
     n_vocab = model.lm_head.weight.shape[0]
     gen = torch.Generator().manual_seed(args.seed)
     inputs = {k: torch.randint(0, n_vocab, s, generator=gen) for k, s in SHAPES.items()}
     out = {"impl": "python-hf-eager", "torch": torch.__version__, "transformers": transformers.__version__,
            "threads": torch.get_num_threads(), "reps": args.reps, "warmup": args.warmup,
-           "create_reps": args.create_reps, "checkpoint": args.ckpt, "create_s": create_s,
-           "forward_s": {}, "forward_capture_s": {}, "capture_overhead": {}}
+           "create_reps": args.create_reps, "checkpoint": args.ckpt,
+           "create_s": create_s, "create_min_s": create_min,
+           "forward_s": {}, "forward_capture_s": {}, "capture_overhead": {},
+           "forward_min_s": {}, "forward_capture_min_s": {}}
     for k, tokens in inputs.items():
-        out["forward_s"][k] = timed(forward_fn(model, tokens, False), args.reps, args.warmup)
-        out["forward_capture_s"][k] = timed(forward_fn(model, tokens, True), args.reps, args.warmup)
+        out["forward_s"][k], out["forward_min_s"][k] = timed(
+            forward_fn(model, tokens, False), args.reps, args.warmup)
+        out["forward_capture_s"][k], out["forward_capture_min_s"][k] = timed(
+            forward_fn(model, tokens, True), args.reps, args.warmup)
         out["capture_overhead"][k] = out["forward_capture_s"][k] / out["forward_s"][k] - 1
     out["check"] = {"logits_max_abs_diff_vs_ref_1x128": check_against_ref(args.ckpt, model, inputs["1x128"]),
                     "tol": TOL}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates the test and demo data under data/ (never committed) when absent or when the
-# generating script changed since it was made. Usage: scripts/data.sh [demo|golden|tokens|bench]...
+# generating script changed since it was made. Usage: scripts/data.sh [demo|golden|tokens|hf|bench]...
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=$root/.venv/bin/python
@@ -19,7 +19,7 @@ make() {
   fi
 }
 
-for what in "${@:-demo golden tokens}"; do
+for what in "${@:-demo golden tokens hf}"; do
   for w in $what; do
     case $w in
       demo) make data/demo scripts/make_checkpoint.py --preset demo --out data/demo --seed 0 ;;
@@ -29,7 +29,10 @@ for what in "${@:-demo golden tokens}"; do
         make data/model_golden scripts/gen_model_golden.py data/model_golden
         make data/processing_golden scripts/gen_processing_golden.py data/processing_golden ;;
       tokens) make data/token_golden scripts/gen_token_golden.py data/token_golden ;;
-      bench) make data/gpt2-small-random scripts/make_checkpoint.py --preset gpt2-small-random --out data/gpt2-small-random --seed 1 ;;
+      hf) make data/hf_golden scripts/gen_hf_golden.py data/hf_golden ;;
+      bench)
+        make data/gpt2-small-random scripts/make_checkpoint.py --preset gpt2-small-random --out data/gpt2-small-random --seed 1
+        make data/hf-gpt2-small-random scripts/gen_hf_golden.py --bench data/hf-gpt2-small-random ;;
       *) echo "unknown data set $w" >&2; exit 2 ;;
     esac
   done

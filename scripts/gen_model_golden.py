@@ -145,7 +145,8 @@ def check_hf(ref, hf, pad, n_layers):
     keep = torch.ones(hf["logits"].shape[:2], dtype=torch.bool) if pad is None else ~pad
     pairs = [("logits", hf["logits"], ref["logits"])]
     for i, h in enumerate(hf["hidden_states"]):
-        key = "resid.post_emb" if i == 0 else "resid.post_ln_f" if i == n_layers else f"resid.post_mlp.{i - 1}"
+        key = ("resid.post_emb" if i == 0 else "resid.post_ln_f" if i == n_layers
+               else f"resid.post_mlp.{i - 1}")
         pairs.append((f"hidden_states[{i}]", h, ref[key]))
     for i, a in enumerate(hf["attentions"]):
         pairs.append((f"attentions[{i}]", a.permute(0, 2, 3, 1), ref[f"attn.qk_probs.{i}"]))

@@ -9,12 +9,12 @@ cache=${MC_CACHE_DIR:-$HOME/.cache/model_context}
 venv=$cache/venv
 
 need_apt=()
-for tool in gcc g++ make valgrind pkg-config python3; do
+for tool in gcc g++ make valgrind pkg-config python3 go; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
   pkgs=()
-  for t in "${need_apt[@]}"; do case $t in python3) pkgs+=(python3 python3-venv) ;; *) pkgs+=("$t") ;; esac; done
+  for t in "${need_apt[@]}"; do case $t in python3) pkgs+=(python3 python3-venv) ;; go) pkgs+=(golang-go) ;; *) pkgs+=("$t") ;; esac; done
   echo "setup: installing ${pkgs[*]}" >&2
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
   $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${pkgs[@]}" >/dev/null
@@ -31,6 +31,12 @@ if [ "$want" != "$have" ]; then
   echo "setup: installing requirements.txt into $venv (torch is about 4.7 GB the first time)" >&2
   "$venv/bin/pip" install -q -r "$root/requirements.txt"
   echo "$want" > "$venv/.requirements.sha256"
+fi
+# Test tools (tests/python/requirements-tools.txt), tracked the same way.
+want=$(sha256sum "$root/tests/python/requirements-tools.txt" | cut -d' ' -f1)
+if [ "$want" != "$(cat "$venv/.tools.sha256" 2>/dev/null || true)" ]; then
+  "$venv/bin/pip" install -q -r "$root/tests/python/requirements-tools.txt"
+  echo "$want" > "$venv/.tools.sha256"
 fi
 ln -sfn "$venv" "$root/.venv"
 torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')

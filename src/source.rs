@@ -17,7 +17,10 @@ use std::sync::Arc;
 /// file (e.g. "piece `tok_embed.weight`") and the total is None when the server sent no
 /// length. Called on the thread that fetches, at the start, about every MiB, and at the end.
 #[derive(Clone)]
-pub struct Progress(pub Arc<dyn Fn(&str, u64, Option<u64>) + Send + Sync>);
+pub struct Progress(pub Arc<ProgressFn>);
+
+/// The function inside a `Progress`.
+pub type ProgressFn = dyn Fn(&str, u64, Option<u64>) + Send + Sync;
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

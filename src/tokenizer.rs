@@ -95,7 +95,7 @@ pub struct Tokenizer {
     name: String,
     pattern: Pattern,
     n_vocab: u32,
-    ranks: FxHashMap<Box<[u8]>, Rank>,
+    ranks: RankTable,
     /// Bytes of every id, back to back; `spans[id] = (start, len)`, len GAP for unused ids.
     bytes: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -156,8 +156,7 @@ impl Tokenizer {
         // with the encoding table. Probe a margin above it to prove nothing lies beyond.
         let mut bytes = Vec::new();
         let mut spans = Vec::with_capacity(n_vocab as usize);
-        let mut ranks = FxHashMap::default();
-        ranks.reserve(n_vocab as usize);
+        let mut mergeable = Vec::with_capacity(n_vocab as usize);
         let mut max_id = None;
         for id in 0..n_vocab + 4096 {
             let Ok(b) = core.decode_bytes(&[id]) else {
@@ -173,7 +172,7 @@ impl Tokenizer {
             spans.push((bytes.len() as u32, b.len() as u32));
             bytes.extend_from_slice(&b);
             if !specials.iter().any(|(_, s)| *s == id) {
-                ranks.insert(b.into_boxed_slice(), id);
+                mergeable.push(id);
             }
         }
         if max_id.map(|m| m + 1) != Some(n_vocab) {
@@ -184,7 +183,8 @@ impl Tokenizer {
                 ),
             ));
         }
-        if (0..=255u8).any(|b| !ranks.contains_key([b].as_slice())) {
+        let ranks = RankTable::build(&bytes, &spans, &mergeable);
+        if (0..=255u8).any(|b| ranks.get(&bytes, &[b]).is_none()) {
             return Err(internal(encoding_name, "a single byte is not a token"));
         }
         Lazy::force(&CLASSES);
@@ -357,7 +357,7 @@ impl Tokenizer {
     /// The rank of a byte string, if it is a (non-special) token.
     #[inline]
     fn rank(&self, bytes: &[u8]) -> Option<Rank> {
-        self.ranks.get(bytes).copied()
+        self.ranks.get(&self.bytes, bytes)
     }
 
     fn encode_impl(&self, text: &str, parallel: bool) -> Result<Vec<Rank>> {
@@ -508,42 +508,50 @@ impl Tokenizer {
         }
     }
 
-    /// Linear-scan merging for short pieces.
+    /// Linear-scan merging for short pieces (2 to LARGE_PIECE - 1 bytes), on the stack.
     fn merge_small(&self, piece: &[u8], out: &mut Vec<Rank>) {
         let n = piece.len();
         // bounds[k] is where part k starts (bounds[parts] = n); pair[k] is the rank of part k
-        // joined with part k + 1.
-        let mut bounds: Vec<usize> = (0..=n).collect();
-        let mut pair: Vec<Rank> = (0..n - 1)
-            .map(|k| self.rank(&piece[k..k + 2]).unwrap_or(Rank::MAX))
-            .collect();
+        // joined with part k + 1 (MAX: not a token).
+        let mut bounds = [0u8; LARGE_PIECE + 1];
+        let mut pair = [Rank::MAX; LARGE_PIECE];
+        for (k, b) in bounds[..=n].iter_mut().enumerate() {
+            *b = k as u8;
+        }
+        for (k, p) in pair[..n - 1].iter_mut().enumerate() {
+            *p = self.rank(&piece[k..k + 2]).unwrap_or(Rank::MAX);
+        }
+        let mut parts = n;
+        let at = |b: &[u8; LARGE_PIECE + 1], k: usize| b[k] as usize;
         loop {
             let mut best = Rank::MAX;
-            let mut at = 0;
-            for (k, &r) in pair.iter().enumerate() {
+            let mut k = 0;
+            for (i, &r) in pair[..parts - 1].iter().enumerate() {
                 if r < best {
                     best = r;
-                    at = k;
+                    k = i;
                 }
             }
             if best == Rank::MAX {
                 break;
             }
-            bounds.remove(at + 1);
-            pair.remove(at);
-            if at < pair.len() {
-                pair[at] = self
-                    .rank(&piece[bounds[at]..bounds[at + 2]])
+            // Part k absorbs part k + 1.
+            bounds.copy_within(k + 2..=parts, k + 1);
+            pair.copy_within(k + 1..parts - 1, k);
+            parts -= 1;
+            if k + 1 < parts {
+                pair[k] = self
+                    .rank(&piece[at(&bounds, k)..at(&bounds, k + 2)])
                     .unwrap_or(Rank::MAX);
             }
-            if at > 0 {
-                pair[at - 1] = self
-                    .rank(&piece[bounds[at - 1]..bounds[at + 1]])
+            if k > 0 {
+                pair[k - 1] = self
+                    .rank(&piece[at(&bounds, k - 1)..at(&bounds, k + 1)])
                     .unwrap_or(Rank::MAX);
             }
         }
-        for w in bounds.windows(2) {
-            out.push(self.part_rank(&piece[w[0]..w[1]]));
+        for k in 0..parts {
+            out.push(self.part_rank(&piece[at(&bounds, k)..at(&bounds, k + 1)]));
         }
     }
 
@@ -605,6 +613,116 @@ impl Tokenizer {
         match self.rank(part) {
             Some(r) => r,
             None => unreachable!("BPE left a part that is not a token: {part:?}"),
+        }
+    }
+}
+
+/// An open-addressing table from token bytes to rank (the encoder's hot path). A slot holds
+/// the key's length and a word that identifies keys of up to 8 bytes exactly, so most lookups
+/// read one slot and no key bytes; longer keys are compared against the decode table.
+struct RankTable {
+    slots: Vec<Slot>,
+    shift: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    word: u64,
+    len: u32,
+    /// Rank::MAX: empty.
+    rank: Rank,
+    start: u32,
+}
+
+const EMPTY: Slot = Slot {
+    word: 0,
+    len: 0,
+    rank: Rank::MAX,
+    start: 0,
+};
+
+/// A word that, with the length, identifies a key of up to 8 bytes (overlapping reads cover
+/// every byte); for longer keys, their first 8 bytes.
+#[inline(always)]
+fn key_word(key: &[u8]) -> u64 {
+    let n = key.len();
+    if let Some(first) = key.first_chunk::<8>() {
+        u64::from_le_bytes(*first)
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([key[0], key[1], key[2], key[3]]) as u64;
+        let hi = u32::from_le_bytes([key[n - 4], key[n - 3], key[n - 2], key[n - 1]]) as u64;
+        lo | (hi << 32)
+    } else if n > 0 {
+        key[0] as u64 | ((key[n / 2] as u64) << 8) | ((key[n - 1] as u64) << 16)
+    } else {
+        0
+    }
+}
+
+#[inline(always)]
+fn key_hash(key: &[u8], word: u64) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (word ^ (key.len() as u64).wrapping_mul(0xA076_1D64_78BD_642F)).wrapping_mul(K);
+    if key.len() > 8 {
+        for chunk in key[8..].chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+    h ^ (h >> 29)
+}
+
+impl RankTable {
+    fn build(bytes: &[u8], spans: &[(u32, u32)], ids: &[Rank]) -> RankTable {
+        let capacity = (ids.len() * 2).next_power_of_two().max(16);
+        let mut table = RankTable {
+            slots: vec![EMPTY; capacity],
+            shift: 64 - capacity.trailing_zeros(),
+        };
+        for &id in ids {
+            let (start, len) = spans[id as usize];
+            let key = &bytes[start as usize..(start + len) as usize];
+            let word = key_word(key);
+            let mask = table.slots.len() - 1;
+            let mut i = table.index(key_hash(key, word));
+            while table.slots[i].rank != Rank::MAX {
+                i = (i + 1) & mask;
+            }
+            table.slots[i] = Slot {
+                word,
+                len,
+                rank: id,
+                start,
+            };
+        }
+        table
+    }
+
+    #[inline(always)]
+    fn index(&self, h: u64) -> usize {
+        (h.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> self.shift) as usize
+    }
+
+    /// The rank of `key`; `bytes` is the decode table the slots point into.
+    #[inline(always)]
+    fn get(&self, bytes: &[u8], key: &[u8]) -> Option<Rank> {
+        let word = key_word(key);
+        let mask = self.slots.len() - 1;
+        let mut i = self.index(key_hash(key, word));
+        loop {
+            let s = &self.slots[i];
+            if s.rank == Rank::MAX {
+                return None;
+            }
+            if s.word == word
+                && s.len as usize == key.len()
+                && (key.len() <= 8
+                    || &bytes[s.start as usize..s.start as usize + key.len()] == key)
+            {
+                return Some(s.rank);
+            }
+            i = (i + 1) & mask;
         }
     }
 }

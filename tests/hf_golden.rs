@@ -9,8 +9,13 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn golden() -> (PathBuf, Value) {
-    let dir = common::data_dir("MC_HF_GOLDEN_DIR", "data/hf_golden", "scripts/gen_hf_golden.py");
-    let manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let dir = common::data_dir(
+        "MC_HF_GOLDEN_DIR",
+        "data/hf_golden",
+        "scripts/gen_hf_golden.py",
+    );
+    let manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     (dir, manifest)
 }
 
@@ -81,15 +86,24 @@ fn hf_folders_equal_their_python_tdb_conversion_bit_for_bit() {
                 );
                 assert!(h.storage.is_mapped(), "{what}: {key} is a copy, not a view");
                 if key.ends_with("q_proj.weight") || key.ends_with("mlp.in_layer.weight") {
-                    assert!(!h.is_contiguous(), "{what}: {key} should be a transposed view");
+                    assert!(
+                        !h.is_contiguous(),
+                        "{what}: {key} should be a transposed view"
+                    );
                 }
             }
             // Every weight location through the context, and again from the model's parameters.
             let hf_ctx = open(&hf_dir);
-            assert_eq!(hf_ctx.config_json().unwrap(), tdb_ctx.config_json().unwrap());
+            assert_eq!(
+                hf_ctx.config_json().unwrap(),
+                tdb_ctx.config_json().unwrap()
+            );
             checked += assert_same_weights(&hf_ctx, &tdb_ctx, &what);
+            // The model's parameters (float32, built from the strided views) agree too.
+            let tdb_model_ctx = open(&tdb_dir);
             hf_ctx.get_or_create_model(None).unwrap();
-            assert_same_weights(&hf_ctx, &tdb_ctx, &format!("{what} (model)"));
+            tdb_model_ctx.get_or_create_model(None).unwrap();
+            assert_same_weights(&hf_ctx, &tdb_model_ctx, &format!("{what} (model)"));
         }
     }
     assert!(checked > 50, "only {checked} weights compared");
@@ -123,7 +137,11 @@ fn hf_cache_snapshot_symlinks_are_followed() {
 fn converter_output_loads_in_python_torch_with_identical_values() {
     let (dir, manifest) = golden();
     let python = common::root().join(".venv/bin/python");
-    assert!(python.exists(), "{} missing: run scripts/setup.sh", python.display());
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh",
+        python.display()
+    );
     for case in manifest["cases"].as_array().unwrap() {
         let expected = dir.join(case["tdb"].as_str().unwrap());
         for folder in case["hf"].as_object().unwrap().values() {

@@ -15,6 +15,7 @@ fn open(dir: &Path, processing: Processing) -> StandardModelContext {
     let opts = OpenOptions {
         device: Some(Device::Cpu),
         processing,
+        ..Default::default()
     };
     StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
 }

@@ -181,24 +181,36 @@ type WeightOptions struct {
 	NormalizeDim Dimension
 	// Device is "" for the context's device, else a device string as for Open.
 	Device string
+	// Convert returns the weight in DType (a new tensor) instead of the stored dtype.
+	Convert bool
+	DType   ModelDType
 }
 
 // Weight is the weight at loc in its standard shape; layer is a layer index for per-layer
 // locations and LayerNone for model-wide ones (mc_get_weight).
 func (c *Context) Weight(loc WeightLocation, layer int) (*Tensor, error) {
-	return c.WeightWith(loc, layer, WeightOptions{})
+	return c.tensor("mc_get_weight", func(p *C.mc_context, out **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_get_weight(p, C.mc_weight_location(loc), C.int32_t(layer), C.MC_DIM_NONE, nil, out)
+	})
 }
 
-// WeightWith is Weight with normalisation or another device.
+// WeightWith is Weight with normalisation, another device or dtype conversion; layer may
+// also be LayerAll, stacking a per-layer location as [n_layers, ...] (mc_get_weight_ex).
 func (c *Context) WeightWith(loc WeightLocation, layer int, o WeightOptions) (*Tensor, error) {
-	nd := C.mc_dimension(DimNone)
-	if o.Normalize {
-		nd = C.mc_dimension(o.NormalizeDim)
-	}
 	cd, free := cString(o.Device)
 	defer free()
-	return c.tensor("mc_get_weight", func(p *C.mc_context, out **C.DLManagedTensorVersioned) C.mc_status {
-		return C.mc_get_weight(p, C.mc_weight_location(loc), C.int32_t(layer), nd, cd, out)
+	req := C.mc_weight_request_default()
+	req.location = C.mc_weight_location(loc)
+	req.layer = C.int32_t(layer)
+	if o.Normalize {
+		req.normalize_dim = C.mc_dimension(o.NormalizeDim)
+	}
+	req.device = cd
+	if o.Convert {
+		req.dtype = C.mc_dtype(o.DType)
+	}
+	return c.tensor("mc_get_weight_ex", func(p *C.mc_context, out **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_get_weight_ex(p, &req, out)
 	})
 }
 

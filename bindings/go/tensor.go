@@ -131,9 +131,14 @@ func newTensor(m *C.DLManagedTensorVersioned) *Tensor {
 func (t *Tensor) Free() {
 	if atomic.CompareAndSwapInt32(&t.freed, 0, 1) {
 		runtime.SetFinalizer(t, nil)
-		C.mc_go_tensor_delete(t.m)
+		deleteManaged(unsafe.Pointer(t.m))
 		atomic.AddInt64(&liveTensors, -1)
 	}
+}
+
+// deleteManaged calls the deleter of a DLManagedTensorVersioned.
+func deleteManaged(p unsafe.Pointer) {
+	C.mc_go_tensor_delete((*C.DLManagedTensorVersioned)(p))
 }
 
 // Detach hands the DLPack tensor (a DLManagedTensorVersioned *) to other C code, which

@@ -348,3 +348,66 @@ fn classify(url: &str, e: ureq::Error) -> Failure {
         other => Failure::Fatal(err(ErrorKind::Network, format!("{url}: {other}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_folders_stay_one_component_inside_the_root() {
+        let root = Path::new("/cache");
+        for prefix in [
+            "https://example.com/a/b",
+            "https://example.com/../../etc",
+            "http://x/%2e%2e/%2f/..",
+            "https://h/..",
+            "https://h/a b/\\..\\c",
+            "https://h/\u{e9}t\u{e9}/\0",
+            "https://",
+        ] {
+            let dir = checkpoint_dir(root, prefix);
+            assert_eq!(dir.parent(), Some(root), "{prefix}");
+            let name = dir.file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                "{name}"
+            );
+            assert!(name.len() <= 64 + 17, "{name}");
+            assert!(!name.starts_with('.') || name.len() > 2, "{name}");
+        }
+        // Different prefixes, different folders, even when their labels agree.
+        assert_ne!(
+            checkpoint_dir(root, "https://h/a/b"),
+            checkpoint_dir(root, "http://h/a/b")
+        );
+        assert_ne!(
+            checkpoint_dir(root, "https://h/a b"),
+            checkpoint_dir(root, "https://h/a_b")
+        );
+    }
+
+    #[test]
+    fn cache_names_cannot_escape() {
+        for bad in [
+            "",
+            "../x.pt",
+            "a/b.pt",
+            ".hidden",
+            "x..pt",
+            "a\\b",
+            "\u{e9}.pt",
+            ".",
+            "..",
+        ] {
+            assert!(check_cache_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "xf_layers.0.attn.q_proj.weight.pt",
+            "config.json",
+            "tok-embed_1.pt",
+        ] {
+            check_cache_name(good).unwrap();
+        }
+    }
+}

@@ -41,7 +41,10 @@ static void every_weight(const mc_context *ctx, int64_t n_layers) {
     CHECK(v->version.major == 1 && v->dl_tensor.strides != NULL);
     CHECK(v->dl_tensor.ndim == l->dl_tensor.ndim && v->dl_tensor.data == l->dl_tensor.data);
     CHECK((v->flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0);
-    mc_dimension nd = MC_DIM_RESIDUAL_STREAM_CHANNELS;
+    mc_dimension nd = MC_DIM_RESIDUAL_STREAM_CHANNELS; /* in every shape but these: */
+    if (loc == MC_WEIGHT_ATTN_QUERY_BIAS || loc == MC_WEIGHT_ATTN_KEY_BIAS || loc == MC_WEIGHT_ATTN_VALUE_BIAS)
+      nd = MC_DIM_ATTN_HEADS;
+    if (loc == MC_WEIGHT_MLP_HIDDEN_BIAS) nd = MC_DIM_MLP_ACTS;
     DLManagedTensorVersioned *n = NULL;
     CHECK(mc_get_weight(ctx, loc, layer, nd, NULL, &n) == MC_OK);
     if (n) {
@@ -76,6 +79,47 @@ static void bad_input(const mc_context *ctx) {
   mc_string_free(NULL);
 }
 
+/* A forward pass with activations, read after the output is freed, and a short sample. */
+static void forward(const mc_context *ctx) {
+  uint32_t tokens[6] = {464, 2068, 7586, 21831, 11, 50256};
+  bool pad[6] = {false, false, false, false, true, true};
+  mc_activation acts[2] = {MC_ACT_MLP_POST_ACT, MC_ACT_RESID_POST_EMB};
+  int32_t layers[2] = {MC_LAYER_ALL, MC_LAYER_NONE};
+  mc_forward_request r = mc_forward_request_default();
+  r.tokens = tokens;
+  r.token_type = MC_TOKENS_UINT32;
+  r.batch = 2;
+  r.seq_len = 3;
+  r.pad = pad;
+  r.n_pad = 6;
+  r.activations = acts;
+  r.layers = layers;
+  r.n_activations = 2;
+  mc_forward_output *out = NULL;
+  CHECK(mc_forward(ctx, &r, &out) == MC_OK);
+  if (!out) return;
+  DLManagedTensorVersioned *logits = NULL, *post = NULL, *missing = NULL;
+  CHECK(mc_forward_output_get(out, MC_ACT_LOGITS, MC_LAYER_NONE, &logits) == MC_OK);
+  CHECK(mc_forward_output_get(out, MC_ACT_MLP_POST_ACT, 0, &post) == MC_OK);
+  CHECK(mc_forward_output_get(out, MC_ACT_ATTN_Q, 0, &missing) == MC_ERR_NOT_FOUND && missing == NULL);
+  mc_forward_output_free(out);
+  CHECK(logits && logits->dl_tensor.ndim == 3 && logits->dl_tensor.shape[2] == 50257);
+  CHECK(post && post->dl_tensor.shape[0] == 2 && post->dl_tensor.shape[1] == 3);
+  if (logits) logits->deleter(logits);
+  if (post) post->deleter(post);
+  r.pad = NULL;
+  tokens[1] = 999999; /* out of vocabulary */
+  out = NULL;
+  CHECK(mc_forward(ctx, &r, &out) == MC_ERR_TOKEN && out == NULL);
+  uint32_t sampled[4];
+  size_t n = 0;
+  mc_sample_options so = mc_sample_options_default();
+  so.max_new_tokens = 4;
+  so.temperature = 0.8;
+  so.seed = 3;
+  CHECK(mc_sample(ctx, tokens, 1, &so, sampled, 4, &n) == MC_OK && n >= 1 && n <= 4);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
   mc_open_options opts = mc_open_options_default();
@@ -97,6 +141,7 @@ int main(int argc, char **argv) {
   CHECK(mc_dim_size(ctx, MC_DIM_RESIDUAL_STREAM_CHANNELS, &d_model) == MC_OK);
   every_weight(ctx, n_layers);
   bad_input(ctx);
+  forward(ctx);
 
   char *json = NULL;
   CHECK(mc_config_json(ctx, &json) == MC_OK && strstr(json, "\"d_model\"") != NULL);

@@ -1,0 +1,582 @@
+package modelcontext_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mc "model_context/bindings/go"
+)
+
+// The demo checkpoint (scripts/data.sh demo); MC_DEMO_MODEL overrides.
+func modelDir(t *testing.T) string {
+	dir := os.Getenv("MC_DEMO_MODEL")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "data", "demo")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
+		t.Fatalf("demo checkpoint missing (run scripts/data.sh demo): %v", err)
+	}
+	return dir
+}
+
+func open(t *testing.T) *mc.Context {
+	t.Helper()
+	c, err := mc.Open(modelDir(t), "cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+type config struct {
+	DModel  int64 `json:"d_model"`
+	NLayers int64 `json:"n_layers"`
+	NHeads  int64 `json:"n_heads"`
+	Ctx     int64 `json:"ctx_window"`
+}
+
+func readConfig(t *testing.T, c *mc.Context) config {
+	t.Helper()
+	s, err := c.ConfigJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg config
+	if err := json.Unmarshal([]byte(s), &cfg); err != nil {
+		t.Fatalf("config %q: %v", s, err)
+	}
+	return cfg
+}
+
+func TestVersionMatchesCargo(t *testing.T) {
+	toml, err := os.ReadFile(filepath.Join("..", "..", "Cargo.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)\[package\].*?\nversion = "([^"]+)"`).FindSubmatch(toml)
+	if m == nil || mc.Version() != string(m[1]) {
+		t.Fatalf("Version() = %q, Cargo.toml says %q", mc.Version(), m)
+	}
+}
+
+func TestOpenErrorsCarryStatusAndMessage(t *testing.T) {
+	_, err := mc.Open("/no/such/model", "cpu")
+	var e *mc.Error
+	if !errors.As(err, &e) || e.Op != "mc_open" || e.Status != mc.ErrNotFound {
+		t.Fatalf("Open(missing) = %#v", err)
+	}
+	if !errors.Is(err, mc.ErrNotFound) || errors.Is(err, mc.ErrIO) {
+		t.Fatalf("errors.Is does not follow the status: %v", err)
+	}
+	if !strings.Contains(e.Message, "/no/such/model") || !strings.Contains(err.Error(), "MC_ERR_NOT_FOUND") {
+		t.Fatalf("message does not name the path and status: %v", err)
+	}
+	if _, err := mc.Open(modelDir(t), "gpu:0"); !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Fatalf("bad device string: %v", err)
+	}
+	if mc.ErrToken.Error() != "MC_ERR_TOKEN" {
+		t.Fatalf("status name %q", mc.ErrToken.Error())
+	}
+}
+
+func TestConfigAndDimensions(t *testing.T) {
+	c := open(t)
+	cfg := readConfig(t, c)
+	want := map[mc.Dimension]int64{
+		mc.DimLayers: cfg.NLayers, mc.DimResidualStreamChannels: cfg.DModel, mc.DimAttnHeads: cfg.NHeads,
+		mc.DimMaxContextLength: cfg.Ctx, mc.DimVocabSize: 50257, mc.DimMLPActs: 4 * cfg.DModel, mc.DimSingleton: 1,
+	}
+	for d, w := range want {
+		if n, err := c.DimSize(d); err != nil || n != w {
+			t.Errorf("DimSize(%s) = %d, %v; want %d", d, n, err, w)
+		}
+	}
+	if _, err := c.DimSize(mc.Dimension(99)); !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Errorf("DimSize(99): %v", err)
+	}
+}
+
+func TestNamesRoundTrip(t *testing.T) {
+	for l := mc.WeightLocation(0); l < mc.WeightCount; l++ {
+		if back, err := mc.WeightLocationFromName(l.String()); err != nil || back != l {
+			t.Errorf("weight %d %q -> %d, %v", l, l, back, err)
+		}
+	}
+	for d := mc.Dimension(0); d < mc.DimCount; d++ {
+		if back, err := mc.DimensionFromName(d.String()); err != nil || back != d {
+			t.Errorf("dimension %d %q -> %d, %v", d, d, back, err)
+		}
+	}
+	for a := mc.Activation(0); a < mc.ActCount; a++ {
+		if back, err := mc.ActivationFromName(a.String()); err != nil || back != a {
+			t.Errorf("activation %d %q -> %d, %v", a, a, back, err)
+		}
+	}
+	if mc.WeightAttnToQuery.String() != "attn.to_query" || mc.ActMLPPostAct.String() != "mlp.post_act" {
+		t.Errorf("names: %q %q", mc.WeightAttnToQuery, mc.ActMLPPostAct)
+	}
+	if _, err := mc.WeightLocationFromName("attn.to_nowhere"); !errors.Is(err, mc.ErrNotFound) {
+		t.Errorf("unknown name: %v", err)
+	}
+	if mc.WeightLocation(1000).String() != "" || mc.Activation(-3).String() != "" {
+		t.Errorf("out-of-range location has a name")
+	}
+}
+
+func TestEveryWeight(t *testing.T) {
+	c := open(t)
+	cfg := readConfig(t, c)
+	for l := mc.WeightLocation(0); l < mc.WeightCount; l++ {
+		perLayer, err := l.PerLayer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers := []int{mc.LayerNone}
+		if perLayer {
+			layers = []int{0, int(cfg.NLayers) - 1}
+		}
+		for _, layer := range layers {
+			w, err := c.Weight(l, layer)
+			if err != nil {
+				t.Fatalf("%s layer %d: %v", l, layer, err)
+			}
+			v, err := w.Float32s()
+			if err != nil || w.DType() != mc.Float32 || w.Device().Type != mc.CPU || !w.ReadOnly() {
+				t.Fatalf("%s: %v dtype %s device %s read-only %v", l, err, w.DType(), w.Device(), w.ReadOnly())
+			}
+			last := make([]int64, len(w.Shape()))
+			for i, s := range w.Shape() {
+				last[i] = s - 1
+			}
+			if int(w.Offset(last...)) != len(v)-1 {
+				t.Fatalf("%s: view of %d elements, last element at %d", l, len(v), w.Offset(last...))
+			}
+			w.Free()
+		}
+	}
+	// LayerAll stacks the layers; conversion gives the requested dtype.
+	q0, _ := c.Weight(mc.WeightAttnToQuery, 0)
+	all, err := c.WeightWith(mc.WeightAttnToQuery, mc.LayerAll, mc.WeightOptions{})
+	if err != nil || !equal(all.Shape(), append([]int64{cfg.NLayers}, q0.Shape()...)) {
+		t.Fatalf("stacked attn.to_query: %v %v", all, err)
+	}
+	av, _ := all.Float32s()
+	qv, _ := q0.Float32s()
+	if av[all.Offset(0, 1, 2, 3)] != qv[q0.Offset(1, 2, 3)] {
+		t.Fatal("stack's layer 0 differs from layer 0")
+	}
+	half, err := c.WeightWith(mc.WeightAttnToQuery, 0, mc.WeightOptions{Convert: true, DType: mc.ModelFloat16})
+	if err != nil || half.DType() != mc.Float16 || !equal(half.Shape(), q0.Shape()) {
+		t.Fatalf("float16 conversion: %v %v", half, err)
+	}
+	if _, err := mc.View[uint16](half); err != nil {
+		t.Fatalf("raw float16 view: %v", err)
+	}
+	if _, err := c.Weight(mc.WeightAttnToQuery, 99); !errors.Is(err, mc.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "layer 99") {
+		t.Fatalf("layer 99: %v", err)
+	}
+}
+
+func TestEmbeddingAndNormalisedWeight(t *testing.T) {
+	c := open(t)
+	w, err := c.Weight(mc.WeightEmbedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.Embedding("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wv, _ := w.Float32s()
+	ev, _ := e.Float32s()
+	shape := w.Shape()
+	if len(shape) != 2 || shape[0] != 50257 || !equal(shape, e.Shape()) {
+		t.Fatalf("embedding shapes %v %v", shape, e.Shape())
+	}
+	for _, tok := range []int64{0, 995, 50256} {
+		for d := int64(0); d < shape[1]; d++ {
+			if wv[w.Offset(tok, d)] != ev[e.Offset(tok, d)] {
+				t.Fatalf("embedding[%d,%d] differs", tok, d)
+			}
+		}
+	}
+	// Normalised along d_model: every row has unit L2 norm, and the tensor is a fresh copy.
+	n, err := c.WeightWith(mc.WeightEmbedding, mc.LayerNone, mc.WeightOptions{Normalize: true, NormalizeDim: mc.DimResidualStreamChannels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ReadOnly() {
+		t.Fatal("normalised weight flagged read-only")
+	}
+	nv, _ := n.Float32s()
+	for _, tok := range []int64{0, 995, 50256} {
+		sum := 0.0
+		for d := int64(0); d < shape[1]; d++ {
+			x := float64(nv[n.Offset(tok, d)])
+			sum += x * x
+		}
+		if math.Abs(sum-1) > 1e-4 {
+			t.Fatalf("row %d has squared norm %f", tok, sum)
+		}
+	}
+	if _, err := mc.View[float64](w); err == nil {
+		t.Fatal("a float64 view of a float32 tensor")
+	}
+	if _, err := c.WeightWith(mc.WeightEmbedding, mc.LayerNone, mc.WeightOptions{Device: "cuda:7"}); !errors.Is(err, mc.ErrDevice) {
+		t.Fatalf("absent device: %v", err)
+	}
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestTokens(t *testing.T) {
+	c := open(t)
+	ids, err := c.Encode("Hello, world")
+	if err != nil || !equal(toI64(ids), []int64{15496, 11, 995}) {
+		t.Fatalf("Encode = %v, %v", ids, err)
+	}
+	text, err := c.Decode(ids)
+	if err != nil || string(text) != "Hello, world" {
+		t.Fatalf("Decode = %q, %v", text, err)
+	}
+	if b, err := c.DecodeToken(995); err != nil || string(b) != " world" {
+		t.Fatalf("DecodeToken(995) = %q, %v", b, err)
+	}
+	if id, err := c.EncodeTokenStr(" world"); err != nil || id != 995 {
+		t.Fatalf("EncodeTokenStr = %d, %v", id, err)
+	}
+	if _, err := c.EncodeTokenStr("Hello, world"); !errors.Is(err, mc.ErrToken) {
+		t.Fatalf("several tokens: %v", err)
+	}
+	if _, err := c.Encode("bad \xff utf-8"); !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Fatalf("invalid UTF-8: %v", err)
+	}
+	if _, err := c.DecodeToken(1 << 30); !errors.Is(err, mc.ErrToken) {
+		t.Fatalf("id out of range: %v", err)
+	}
+	if ids, err := c.Encode(""); err != nil || len(ids) != 0 {
+		t.Fatalf("empty text: %v %v", ids, err)
+	}
+	texts := []string{"Hello, world", "", "naïve café ☕", strings.Repeat("token ", 300)}
+	batch, err := c.EncodeBatch(texts)
+	if err != nil || len(batch) != len(texts) {
+		t.Fatal(batch, err)
+	}
+	for i, text := range texts {
+		one, _ := c.Encode(text)
+		back, _ := c.Decode(batch[i])
+		if !equal(toI64(one), toI64(batch[i])) || !bytes.Equal(back, []byte(text)) {
+			t.Fatalf("batch text %d: %v vs %v", i, batch[i], one)
+		}
+	}
+}
+
+func toI64(ids []uint32) []int64 {
+	out := make([]int64, len(ids))
+	for i, x := range ids {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+// forward runs "Hello, world" keeping mlp.post_act of every layer and resid.post_ln_f.
+func forward(t *testing.T, c *mc.Context) (ids []uint32, out *mc.ForwardOutput) {
+	t.Helper()
+	ids, err := c.Encode("Hello, world")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = c.Forward(mc.ForwardRequest{
+		Tokens: ids, Batch: 1, SeqLen: len(ids),
+		Activations: []mc.ActivationRequest{{mc.ActMLPPostAct, mc.LayerAll}, {mc.ActResidPostLnF, mc.LayerNone}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids, out
+}
+
+// The logits at position pos are resid.post_ln_f @ unembedding; returns their argmax.
+func checkLogits(t *testing.T, c *mc.Context, logits, resid *mc.Tensor, pos int64) int64 {
+	t.Helper()
+	u, err := c.Weight(mc.WeightUnembedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Free()
+	lv, _ := logits.Float32s()
+	hv, _ := resid.Float32s()
+	uv, _ := u.Float32s()
+	dModel, vocab := u.Shape()[0], u.Shape()[1]
+	best := int64(0)
+	for v := int64(0); v < vocab; v++ {
+		dot := 0.0
+		for d := int64(0); d < dModel; d++ {
+			dot += float64(hv[resid.Offset(0, pos, d)]) * float64(uv[u.Offset(d, v)])
+		}
+		l := float64(lv[logits.Offset(0, pos, v)])
+		if math.Abs(l-dot) > 1e-4 {
+			t.Fatalf("logits[0,%d,%d] = %f, resid @ unembedding = %f", pos, v, l, dot)
+		}
+		if l > float64(lv[logits.Offset(0, pos, best)]) {
+			best = v
+		}
+	}
+	return best
+}
+
+func TestForwardAndSample(t *testing.T) {
+	c := open(t)
+	cfg := readConfig(t, c)
+	ids, out := forward(t, c)
+	logits, err := out.Logits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resid, err := out.Get(mc.ActResidPostLnF, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for layer := 0; layer < int(cfg.NLayers); layer++ {
+		a, err := out.Get(mc.ActMLPPostAct, layer)
+		if err != nil || !equal(a.Shape(), []int64{1, int64(len(ids)), 4 * cfg.DModel}) {
+			t.Fatalf("mlp.post_act layer %d: %v %v", layer, a, err)
+		}
+	}
+	if _, err := out.Get(mc.ActAttnQ, 0); !errors.Is(err, mc.ErrNotFound) {
+		t.Fatalf("activation not requested: %v", err)
+	}
+	if !equal(logits.Shape(), []int64{1, int64(len(ids)), 50257}) || !logits.Contiguous() {
+		t.Fatalf("logits shape %v strides %v", logits.Shape(), logits.Strides())
+	}
+	// Tensors outlive the output they came from.
+	out.Close()
+	out.Close()
+	if _, err := out.Get(mc.ActLogits, mc.LayerNone); !errors.Is(err, mc.ErrClosed) {
+		t.Fatalf("Get after Close: %v", err)
+	}
+	last := int64(len(ids) - 1)
+	best := checkLogits(t, c, logits, resid, last)
+
+	// Greedy sampling continues with the argmax, deterministically.
+	opts := mc.DefaultSampleOptions()
+	if opts.MaxNewTokens != 16 || opts.Temperature != 0 || !opts.StopAtEndOfText {
+		t.Fatalf("default sample options %+v", opts)
+	}
+	opts.MaxNewTokens = 4
+	s1, err := c.Sample(ids, opts)
+	if err != nil || len(s1) == 0 || int64(s1[0]) != best {
+		t.Fatalf("Sample = %v, %v; argmax %d", s1, err, best)
+	}
+	s2, _ := c.Sample(ids, opts)
+	if !equal(toI64(s1), toI64(s2)) {
+		t.Fatalf("greedy sampling differs: %v %v", s1, s2)
+	}
+
+	// A batch of two rows, the second right-padded: its first position equals the first row's.
+	pad := make([]bool, 2*len(ids))
+	tokens := append(append([]uint32{}, ids...), ids[0])
+	for i := 1; i < len(ids); i++ {
+		tokens = append(tokens, 0)
+		pad[len(ids)+i] = true
+	}
+	out2, err := c.Forward(mc.ForwardRequest{Tokens: tokens, Batch: 2, SeqLen: len(ids), Pad: pad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out2.Close()
+	l2, _ := out2.Logits()
+	v2, _ := l2.Float32s()
+	for v := int64(0); v < 50257; v += 997 {
+		if math.Abs(float64(v2[l2.Offset(0, 0, v)]-v2[l2.Offset(1, 0, v)])) > 1e-5 {
+			t.Fatalf("padded row differs at vocab %d", v)
+		}
+	}
+	if _, err := c.Forward(mc.ForwardRequest{Tokens: ids, Batch: 1, SeqLen: len(ids),
+		Activations: []mc.ActivationRequest{{mc.Activation(77), 0}}}); !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Fatalf("bad activation: %v", err)
+	}
+}
+
+func TestTensorsOutliveContext(t *testing.T) {
+	c, err := mc.Open(modelDir(t), "cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Weight(mc.WeightPositionEmbedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := w.Float32s()
+	before := append([]float32(nil), v...)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := c.Weight(mc.WeightEmbedding, mc.LayerNone); !errors.Is(err, mc.ErrClosed) {
+		t.Fatalf("Weight after Close: %v", err)
+	}
+	v, err = w.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range before {
+		if v[i] != before[i] {
+			t.Fatalf("element %d changed after Close", i)
+		}
+	}
+	runtime.KeepAlive(w)
+}
+
+// waitLive waits for the finalizers to bring the live-tensor count down to want.
+func waitLive(t *testing.T, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for mc.LiveTensors() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tensors live, want %d", mc.LiveTensors(), want)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDeleterRunsExactlyOnce(t *testing.T) {
+	c := open(t)
+	waitLive(t, 0)
+	// Dropped tensors are freed by their finalizers.
+	for i := 0; i < 200; i++ {
+		if _, err := c.Weight(mc.WeightAttnToKey, i%2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if mc.LiveTensors() == 0 {
+		t.Fatal("no tensor counted live")
+	}
+	waitLive(t, 0)
+	// Free from many goroutines at once, then the finalizer: one deleter call.
+	w, err := c.Weight(mc.WeightEmbedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.Free() }()
+	}
+	wg.Wait()
+	if n := mc.LiveTensors(); n != 0 {
+		t.Fatalf("after concurrent Free: %d live", n)
+	}
+	if _, err := w.Float32s(); !errors.Is(err, mc.ErrFreed) {
+		t.Fatalf("view after Free: %v", err)
+	}
+	w = nil
+	waitLive(t, 0)
+	// Detach hands ownership over: Go never calls the deleter afterwards.
+	d, _ := c.Weight(mc.WeightLayerNormGainFinal, mc.LayerNone)
+	if p, err := d.Detach(); err != nil || p == nil {
+		t.Fatalf("Detach: %v", err)
+	} else {
+		mc.FreeDetached(p)
+	}
+	if _, err := d.Detach(); !errors.Is(err, mc.ErrFreed) {
+		t.Fatalf("second Detach: %v", err)
+	}
+	waitLive(t, 0)
+}
+
+func TestConcurrentUseAndClose(t *testing.T) {
+	c, err := mc.Open(modelDir(t), "cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, out := forward(t, c)
+	defer out.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 5; i++ {
+				got, err := c.Encode("Hello, world")
+				if err != nil || !equal(toI64(got), toI64(ids)) {
+					errs <- err
+					return
+				}
+				w, err := c.Weight(mc.WeightAttnToValue, g%2)
+				if err != nil {
+					errs <- err
+					return
+				}
+				w.Free()
+				if _, err := c.Weight(mc.WeightAttnToValue, 1000+g); !errors.Is(err, mc.ErrInvalidArgument) ||
+					!strings.Contains(err.Error(), "layer") {
+					errs <- err // each goroutine sees its own failure's message
+					return
+				}
+				a, err := out.Get(mc.ActMLPPostAct, g%2)
+				if err != nil {
+					errs <- err
+					return
+				}
+				a.Free()
+				if g == 0 && i == 0 {
+					if _, err := c.Forward(mc.ForwardRequest{Tokens: ids, Batch: 1, SeqLen: len(ids)}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Close while calls are in flight: each call either completes or reports ErrClosed.
+	var wg2 sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg2.Add(1)
+		go func() {
+			defer wg2.Done()
+			for {
+				_, err := c.DimSize(mc.DimLayers)
+				if errors.Is(err, mc.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.Close()
+	wg2.Wait()
+}

@@ -1,0 +1,298 @@
+"""
+    ModelContext
+
+Julia binding of model_context through `ccall`: open a GPT-2-family checkpoint, read weights
+and forward-pass activations as zero-copy arrays (DLPack.jl), encode and decode tokens.
+
+The library is `ENV["MODEL_CONTEXT_LIB"]` when set when this file is loaded (a path, e.g.
+`\$PREFIX/lib/libmodel_context.so`), else `libmodel_context` found by the dynamic loader
+(`LD_LIBRARY_PATH`, or an installed prefix known to `ldconfig`).
+
+Layout rule (DLPack.jl's): a tensor whose strides are column-major arrives with its
+dimensions as they are; every other tensor, row-major ones included, arrives with its
+dimensions reversed, so `t.array[k, j, i]` is the C element `[i, j, k]`. A `Tensor` carries
+the C `shape` and `strides`, `reversed`, and `cview(t)`, which indexes in the C order of
+`t.shape` (1-based), without copying.
+
+Ownership: every array keeps the library's tensor alive, and Julia's garbage collector runs
+its DLPack deleter exactly once. Contexts and forward outputs are freed by `close` or by
+their finalizers. Tensors stay valid after the context or output is closed.
+
+Threads: a `Context` may be used from several tasks and threads at once; `close` must not
+run concurrently with other calls on it. Errors are `MCError`s; the message is read right
+after the failing call, with no task switch in between, on the same thread.
+"""
+module ModelContext
+
+using DLPack
+
+export Context, MCError, Tensor, ForwardOutput, config_json, dim_size, weight, encode, decode,
+    decode_token, forward, activation, cview, revview, version
+
+const LIB = get(ENV, "MODEL_CONTEXT_LIB", "libmodel_context")
+
+# Constants of include/model_context.h used here (the rest are found by name, see below).
+const MC_LAYER_NONE = Int32(-1)
+const MC_LAYER_ALL = Int32(-2)
+const MC_DIM_NONE = Int32(-1)
+const MC_TOKENS_UINT32 = Int32(1)
+
+"""A failed call: the C function, its status (one per error class) and the library's message."""
+struct MCError <: Exception
+    op::String
+    status::Int32
+    name::String
+    message::String
+end
+
+Base.showerror(io::IO, e::MCError) = print(io, e.op, ": ", e.name, ": ", e.message)
+
+function check(op::String, status::Int32)
+    status == 0 && return nothing
+    message = unsafe_string(ccall((:mc_last_error, LIB), Cstring, ()))
+    name = unsafe_string(ccall((:mc_status_name, LIB), Cstring, (Int32,), status))
+    throw(MCError(op, status, name, message))
+end
+
+"""The library version, "MAJOR.MINOR.PATCH"."""
+version() = unsafe_string(ccall((:mc_version, LIB), Cstring, ()))
+
+# Names to the C constants (the seed's names, e.g. "attn.to_query", "residual_stream_channels").
+function lookup(fn::Symbol, name::AbstractString)
+    out = Ref{Int32}(0)
+    status = if fn === :weight
+        ccall((:mc_weight_location_from_name, LIB), Int32, (Cstring, Ref{Int32}), name, out)
+    elseif fn === :dimension
+        ccall((:mc_dimension_from_name, LIB), Int32, (Cstring, Ref{Int32}), name, out)
+    else
+        ccall((:mc_activation_from_name, LIB), Int32, (Cstring, Ref{Int32}), name, out)
+    end
+    check("mc_$(fn === :weight ? "weight_location" : fn)_from_name", status)
+    return out[]
+end
+weight_location(name) = lookup(:weight, name)
+dimension(name) = lookup(:dimension, name)
+activation(name) = lookup(:activation, name)
+
+"""An open checkpoint (`mc_open`); free it with `close` (or leave it to the finalizer)."""
+mutable struct Context
+    ptr::Ptr{Cvoid}
+    function Context(model::AbstractString; device::Union{Nothing, AbstractString} = "cpu")
+        out = Ref{Ptr{Cvoid}}(C_NULL)
+        check("mc_open", ccall((:mc_open, LIB), Int32, (Cstring, Ptr{UInt8}, Ref{Ptr{Cvoid}}),
+            model, device === nothing ? C_NULL : device, out))
+        return finalizer(close, new(out[]))
+    end
+end
+
+function Base.close(ctx::Context)
+    if ctx.ptr != C_NULL
+        ccall((:mc_free, LIB), Cvoid, (Ptr{Cvoid},), ctx.ptr)
+        ctx.ptr = C_NULL
+    end
+    return nothing
+end
+
+function Base.unsafe_convert(::Type{Ptr{Cvoid}}, ctx::Context)
+    ctx.ptr == C_NULL && throw(ArgumentError("the context is closed"))
+    return ctx.ptr
+end
+
+"""The checkpoint's config.json as a JSON string (`mc_config_json`)."""
+function config_json(ctx::Context)
+    out = Ref{Ptr{UInt8}}(C_NULL)
+    check("mc_config_json", ccall((:mc_config_json, LIB), Int32, (Ptr{Cvoid}, Ref{Ptr{UInt8}}), ctx, out))
+    s = unsafe_string(out[])
+    ccall((:mc_string_free, LIB), Cvoid, (Ptr{UInt8},), out[])
+    return s
+end
+
+"""The size of a model dimension (`mc_dim_size`); `dim` is a name or a constant."""
+function dim_size(ctx::Context, dim)
+    d = dim isa AbstractString ? dimension(dim) : Int32(dim)
+    out = Ref{Int64}(0)
+    check("mc_dim_size", ccall((:mc_dim_size, LIB), Int32, (Ptr{Cvoid}, Int32, Ref{Int64}), ctx, d, out))
+    return out[]
+end
+
+"""
+A tensor from the library: `array` as DLPack.jl wraps it (see the layout rule in the module
+docs), the C `shape` and `strides` (in elements), and whether `array`'s dimensions are reversed.
+"""
+struct Tensor{A <: AbstractArray}
+    array::A
+    shape::Vector{Int64}
+    strides::Vector{Int64}
+    reversed::Bool
+end
+
+"""`t` indexed in the C order of `t.shape`: `cview(t)[i, j, k]` is the C element `[i-1, j-1, k-1]`."""
+cview(t::Tensor) = t.reversed ? PermutedDimsArray(t.array, ndims(t.array):-1:1) : t.array
+
+"""`t` with reversed dimensions: iterating it visits the elements in C (row-major) order."""
+revview(t::Tensor) = t.reversed ? t.array : PermutedDimsArray(t.array, ndims(t.array):-1:1)
+
+# The versioned struct (DLPack >= 1.0), which DLPack.jl does not read: its DLTensor is the same.
+struct DLManagedTensorVersioned
+    version::NTuple{2, UInt32}
+    manager_ctx::Ptr{Cvoid}
+    deleter::Ptr{Cvoid}
+    flags::UInt64
+    dl_tensor::DLPack.DLTensor
+end
+
+# An array wrapped here (a strided layout DLPack.jl cannot express) keeps its manager alive:
+# the array's finalizer closure holds it, so the deleter can run only after the array is gone.
+keep!(array, manager) = (finalizer(_ -> (identity(manager); nothing), array); nothing)
+
+function wrap(manager::DLPack.DLManagedTensor, dl::DLPack.DLTensor)
+    n = Int(dl.ndim)
+    shape = Int64[unsafe_load(dl.shape, i) for i in 1:n]
+    strides = Int64[unsafe_load(dl.strides, i) for i in 1:n]
+    col_major = n == 0 || prod(shape) == 0 || strides == collect(Base.size_to_strides(1, shape...))
+    row_major = all(i -> shape[i] == 1 || strides[i] == prod(shape[i+1:end]), 1:n)
+    if col_major || row_major
+        # DLPack.jl's own path: column-major as is, row-major reversed.
+        return Tensor(unsafe_wrap(manager, manager), shape, strides, !col_major)
+    end
+    # A permutation of a dense block (weights are strided views of the checkpoint): wrap the
+    # block in memory order, then permute it to the reversed C dimensions.
+    dl.ctx.device_type == DLPack.kDLCPU || throw(ArgumentError("only CPU tensors with a permuted layout can be wrapped"))
+    T = DLPack.dtypes_to_jltypes()[dl.dtype]
+    rshape, rstrides = reverse(shape), reverse(strides)
+    order = sortperm(rstrides)
+    expected = 1
+    for k in order
+        rshape[k] == 1 || rstrides[k] == expected ||
+            throw(ArgumentError("strides $strides of shape $shape are not a permutation of a dense block"))
+        expected *= rshape[k]
+    end
+    block = unsafe_wrap(Array, Ptr{T}(dl.data + dl.byte_offset), Tuple(rshape[order]))
+    keep!(block, manager)
+    return Tensor(PermutedDimsArray(block, invperm(order)), shape, strides, true)
+end
+
+# DLPack.jl's legacy path: its DLManagedTensor copy calls the deleter on `p`, once, when collected.
+from_legacy(p::Ptr{DLPack.DLManagedTensor}) = (m = DLPack.DLManagedTensor(p); wrap(m, m.dl_tensor))
+
+# A versioned tensor through the same path: a legacy manager over its DLTensor whose finalizer
+# calls the versioned deleter on the original pointer, once.
+function from_versioned(p::Ptr{DLManagedTensorVersioned})
+    v = unsafe_load(p)
+    return wrap(DLPack.DLManagedTensor(v.dl_tensor, Ptr{Cvoid}(p), v.deleter), v.dl_tensor)
+end
+
+"""
+    weight(ctx, location, layer = MC_LAYER_NONE; normalize_dim = MC_DIM_NONE, device = nothing)
+
+The weight at `location` (a name such as "attn.to_query", or a constant) in its standard
+shape, through the legacy DLPack struct (`mc_get_weight_legacy`).
+"""
+function weight(ctx::Context, location, layer::Integer = MC_LAYER_NONE;
+                normalize_dim = MC_DIM_NONE, device::Union{Nothing, AbstractString} = nothing)
+    loc = location isa AbstractString ? weight_location(location) : Int32(location)
+    nd = normalize_dim isa AbstractString ? dimension(normalize_dim) : Int32(normalize_dim)
+    out = Ref{Ptr{DLPack.DLManagedTensor}}(C_NULL)
+    check("mc_get_weight_legacy", ccall((:mc_get_weight_legacy, LIB), Int32,
+        (Ptr{Cvoid}, Int32, Int32, Int32, Ptr{UInt8}, Ref{Ptr{DLPack.DLManagedTensor}}),
+        ctx, loc, layer, nd, device === nothing ? C_NULL : device, out))
+    return from_legacy(out[])
+end
+
+"""The token ids of `text`, exactly Python tiktoken's (`mc_encode`)."""
+function encode(ctx::Context, text::AbstractString)
+    s = String(text)
+    ids = Vector{UInt32}(undef, sizeof(s))  # never more ids than bytes
+    n = Ref{Csize_t}(0)
+    check("mc_encode", ccall((:mc_encode, LIB), Int32,
+        (Ptr{Cvoid}, Ptr{UInt8}, Csize_t, Ptr{UInt32}, Csize_t, Ref{Csize_t}),
+        ctx, s, sizeof(s), ids, length(ids), n))
+    return resize!(ids, n[])
+end
+
+"""The exact bytes of `ids` (`mc_decode`; not necessarily UTF-8)."""
+function decode(ctx::Context, ids::Vector{UInt32})
+    n = Ref{Csize_t}(0)
+    check("mc_decode", ccall((:mc_decode, LIB), Int32,
+        (Ptr{Cvoid}, Ptr{UInt32}, Csize_t, Ptr{UInt8}, Csize_t, Ref{Csize_t}),
+        ctx, ids, length(ids), C_NULL, 0, n))
+    bytes = Vector{UInt8}(undef, n[])
+    check("mc_decode", ccall((:mc_decode, LIB), Int32,
+        (Ptr{Cvoid}, Ptr{UInt32}, Csize_t, Ptr{UInt8}, Csize_t, Ref{Csize_t}),
+        ctx, ids, length(ids), bytes, length(bytes), n))
+    return bytes
+end
+
+"""The exact bytes of one token id (`mc_decode_token`)."""
+function decode_token(ctx::Context, id::Integer)
+    n = Ref{Csize_t}(0)
+    check("mc_decode_token", ccall((:mc_decode_token, LIB), Int32,
+        (Ptr{Cvoid}, UInt32, Ptr{UInt8}, Csize_t, Ref{Csize_t}), ctx, id, C_NULL, 0, n))
+    bytes = Vector{UInt8}(undef, n[])
+    check("mc_decode_token", ccall((:mc_decode_token, LIB), Int32,
+        (Ptr{Cvoid}, UInt32, Ptr{UInt8}, Csize_t, Ref{Csize_t}), ctx, id, bytes, length(bytes), n))
+    return bytes
+end
+
+# The C request struct, field for field.
+struct mc_forward_request
+    struct_size::UInt32
+    tokens::Ptr{Cvoid}
+    token_type::Int32
+    batch::Int64
+    seq_len::Int64
+    pad::Ptr{Bool}
+    n_pad::Csize_t
+    activations::Ptr{Int32}
+    layers::Ptr{Int32}
+    n_activations::Csize_t
+end
+
+"""The logits and kept activations of one forward pass; free with `close` (or the finalizer)."""
+mutable struct ForwardOutput
+    ptr::Ptr{Cvoid}
+end
+
+function Base.close(out::ForwardOutput)
+    if out.ptr != C_NULL
+        ccall((:mc_forward_output_free, LIB), Cvoid, (Ptr{Cvoid},), out.ptr)
+        out.ptr = C_NULL
+    end
+    return nothing
+end
+
+function Base.unsafe_convert(::Type{Ptr{Cvoid}}, out::ForwardOutput)
+    out.ptr == C_NULL && throw(ArgumentError("the forward output is closed"))
+    return out.ptr
+end
+
+"""
+    forward(ctx, tokens; keep = [("mlp.post_act", 1), ("resid.post_ln_f", MC_LAYER_NONE)])
+
+One sequence of token ids through the model (`mc_forward`), keeping the logits and the
+activations named in `keep` (name or constant, with a layer, `MC_LAYER_ALL` or `MC_LAYER_NONE`).
+"""
+function forward(ctx::Context, tokens::Vector{UInt32}; keep = Tuple{Any, Integer}[])
+    acts = Int32[a isa AbstractString ? activation(a) : Int32(a) for (a, _) in keep]
+    layers = Int32[l for (_, l) in keep]
+    d = ccall((:mc_forward_request_default, LIB), mc_forward_request, ())
+    out = Ref{Ptr{Cvoid}}(C_NULL)
+    GC.@preserve tokens acts layers begin
+        req = mc_forward_request(d.struct_size, pointer(tokens), MC_TOKENS_UINT32, 1, length(tokens),
+            C_NULL, 0, isempty(acts) ? C_NULL : pointer(acts), isempty(layers) ? C_NULL : pointer(layers), length(acts))
+        check("mc_forward", ccall((:mc_forward, LIB), Int32,
+            (Ptr{Cvoid}, Ref{mc_forward_request}, Ref{Ptr{Cvoid}}), ctx, req, out))
+    end
+    return finalizer(close, ForwardOutput(out[]))
+end
+
+"""One activation of `out` (`mc_forward_output_get`); "logits" with `MC_LAYER_NONE` gives the logits."""
+function activation(out::ForwardOutput, act, layer::Integer = MC_LAYER_NONE)
+    a = act isa AbstractString ? activation(act) : Int32(act)
+    p = Ref{Ptr{DLManagedTensorVersioned}}(C_NULL)
+    check("mc_forward_output_get", ccall((:mc_forward_output_get, LIB), Int32,
+        (Ptr{Cvoid}, Int32, Int32, Ref{Ptr{DLManagedTensorVersioned}}), out, a, layer, p))
+    return from_versioned(p[])
+end
+
+end # module
