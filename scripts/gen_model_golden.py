@@ -26,7 +26,8 @@ TOL_SIMPLIFY = 1e-4  # folded vs unfolded logits
 # name -> (GPT2Config overrides, single-sequence length, padded-batch lengths, seed).
 MODELS = {
     "e32_l2_h4": (dict(n_embd=32, n_layer=2, n_head=4, n_positions=32), 6, [5, 3, 1], 11),
-    "e24_l3_h3": (dict(n_embd=24, n_layer=3, n_head=3, n_positions=20), 5, [4, 2, 1], 12),
+    # Untied: its unembedding differs from the token embedding, so using one for the other fails.
+    "e24_l3_h3": (dict(n_embd=24, n_layer=3, n_head=3, n_positions=20, tie_word_embeddings=False), 5, [4, 2, 1], 12),
     # Its single sequence fills the whole context window.
     "e48_l1_h6_ctx16": (dict(n_embd=48, n_layer=1, n_head=6, n_positions=16, n_inner=96), 16, [3, 1], 13),
 }
@@ -55,6 +56,8 @@ def random_like(name, p, gen):
         return 1.0 + 0.1 * noise if name.endswith("weight") else 0.1 * noise
     if "wte." in name or "wpe." in name:
         return 0.5 * noise
+    if "lm_head." in name:  # only present when untied: [vocab, d], unit gain per row
+        return noise / p.shape[1] ** 0.5
     if name.endswith("bias"):
         return 0.1 * noise
     return noise / p.shape[0] ** 0.5  # Conv1D weight [in, out]: unit gain per layer
@@ -100,7 +103,8 @@ def tdb_pieces(state_dict):
 def write_checkpoint(model, root):
     """TDB checkpoint with real torch.save, one tensor per piece, config.json written last."""
     sd = model.state_dict()
-    assert torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]), "lm_head is tied"
+    tied = torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"])
+    assert tied == model.config.tie_word_embeddings, "lm_head tying as configured"
     pieces = tdb_pieces(sd)
     assert set(pieces) == set(ref_model.piece_names(model.config.n_layer)), sorted(pieces)
     os.makedirs(os.path.join(root, "model_pieces"), exist_ok=True)

@@ -717,8 +717,7 @@ impl RankTable {
             }
             if s.word == word
                 && s.len as usize == key.len()
-                && (key.len() <= 8
-                    || &bytes[s.start as usize..s.start as usize + key.len()] == key)
+                && (key.len() <= 8 || &bytes[s.start as usize..s.start as usize + key.len()] == key)
             {
                 return Some(s.rank);
             }
