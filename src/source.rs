@@ -54,6 +54,44 @@ pub trait PieceSource: Send + Sync {
     fn location(&self) -> String;
 }
 
+/// What a piece of a local folder may be: a regular file, or a link that resolves to a regular
+/// file whose name ends in `.pt` (folders that share pieces by linking them stay usable). A link
+/// to anything else (say `/etc/passwd`, a device or a folder) is refused before it is opened,
+/// and so is a piece that is not a regular file (a FIFO would block the reader forever).
+fn check_piece_file(path: &Path, key: &str) -> Result<()> {
+    let shown = path.display();
+    let meta = std::fs::symlink_metadata(path).map_err(|_| {
+        err(
+            ErrorKind::NotFound,
+            format!("{shown}: missing piece `{key}`"),
+        )
+    })?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path).map_err(|e| {
+            err(
+                ErrorKind::NotFound,
+                format!("{shown}: piece `{key}` is a link that leads to no file ({e})"),
+            )
+        })?;
+        let is_pt = target.extension().is_some_and(|x| x == "pt");
+        if !is_pt || !target.is_file() {
+            return Err(err(
+                ErrorKind::Format,
+                format!(
+                    "{shown}: piece `{key}` is a link to {}, which is not a .pt file: refused without reading it",
+                    target.display()
+                ),
+            ));
+        }
+    } else if !meta.is_file() {
+        return Err(err(
+            ErrorKind::Format,
+            format!("{shown}: piece `{key}` is not a regular file: refused without reading it"),
+        ));
+    }
+    Ok(())
+}
+
 /// A TDB-layout checkpoint in a local folder.
 pub struct LocalTdb {
     root: PathBuf,
@@ -96,12 +134,7 @@ impl PieceSource for LocalTdb {
 
     fn load_piece(&self, key: &str) -> Result<TensorRecord> {
         let path = self.root.join("model_pieces").join(format!("{key}.pt"));
-        if !path.is_file() {
-            return Err(err(
-                ErrorKind::NotFound,
-                format!("{}: missing piece `{key}`", path.display()),
-            ));
-        }
+        check_piece_file(&path, key)?;
         Ok(load_tensor(&path)?)
     }
 

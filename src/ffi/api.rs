@@ -575,17 +575,7 @@ pub unsafe extern "C" fn mc_describe_json(
     ctx: *const mc_context,
     out: *mut *mut c_char,
 ) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        let json = describe(ctx_arg(ctx)?)?.to_string();
-        write_out(
-            out,
-            CString::new(json)
-                .map_err(|_| err(ErrorKind::Internal, "NUL in JSON"))?
-                .into_raw(),
-        );
-        Ok(())
-    })
+    json_out(ctx, out, describe)
 }
 
 /// The size probe for a slice result: writes `data` when it fits, its length always.
@@ -600,6 +590,37 @@ unsafe fn write_sized<T: Copy>(
         super::tokens::write_data(data, buf, n_out);
     }
     Ok(())
+}
+
+/// The body of calls handing out one tensor computed from the context and a device.
+unsafe fn tensor_out(
+    ctx: *const mc_context,
+    device: *const c_char,
+    out: *mut *mut DLManagedTensorVersioned,
+    make: impl FnOnce(&dyn ModelContext, Option<Device>) -> Result<OwnedTensor>,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let t = make(ctx_arg(ctx)?, device_arg(device)?)?;
+        write_out(out, export_versioned(t)?);
+        Ok(())
+    })
+}
+
+/// The body of calls handing out JSON as a string freed by `mc_string_free`.
+unsafe fn json_out(
+    ctx: *const mc_context,
+    out: *mut *mut c_char,
+    make: impl FnOnce(&dyn ModelContext) -> Result<serde_json::Value>,
+) -> mc_status {
+    guard(|| {
+        arg_out(out, "out")?;
+        let json = make(ctx_arg(ctx)?)?.to_string();
+        let c =
+            CString::new(json).map_err(|_| err(ErrorKind::Internal, "JSON contains a NUL byte"))?;
+        write_out(out, c.into_raw());
+        Ok(())
+    })
 }
 
 fn describe(ctx: &dyn ModelContext) -> Result<serde_json::Value> {
@@ -634,12 +655,7 @@ pub unsafe extern "C" fn mc_get_embedding(
     device: *const c_char,
     out: *mut *mut DLManagedTensorVersioned,
 ) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        let t = ctx_arg(ctx)?.get_embedding(device_arg(device)?)?;
-        write_out(out, export_versioned(t)?);
-        Ok(())
-    })
+    tensor_out(ctx, device, out, |c, d| c.get_embedding(d))
 }
 
 /// The seed's `get_unembedding_with_ln_gain`: `[d_model, vocab_size]` rows scaled by the
@@ -653,12 +669,7 @@ pub unsafe extern "C" fn mc_get_unembedding_with_ln_gain(
     device: *const c_char,
     out: *mut *mut DLManagedTensorVersioned,
 ) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        let t = ctx_arg(ctx)?.get_unembedding_with_ln_gain(device_arg(device)?)?;
-        write_out(out, export_versioned(t)?);
-        Ok(())
-    })
+    tensor_out(ctx, device, out, |c, d| c.get_unembedding_with_ln_gain(d))
 }
 
 /// The config dictionary as JSON (the seven keys of config.json). Free `*out` with
@@ -671,14 +682,7 @@ pub unsafe extern "C" fn mc_config_json(
     ctx: *const mc_context,
     out: *mut *mut c_char,
 ) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        let json = ctx_arg(ctx)?.config_json()?.to_string();
-        let c = std::ffi::CString::new(json)
-            .map_err(|_| err(ErrorKind::Internal, "config JSON contains a NUL byte"))?;
-        write_out(out, c.into_raw());
-        Ok(())
-    })
+    json_out(ctx, out, |c| c.config_json())
 }
 
 /// Frees a string handed out by this library (NULL: no-op).

@@ -393,17 +393,8 @@ pub unsafe extern "C" fn mc_sample(
         let ctx = ctx_arg(ctx)?;
         let o = read_options(opts, mc_sample_options_default())?;
         let need = o.max_new_tokens as usize;
-        if tokens.is_null() || capacity < need {
-            write_out(n_tokens, need);
-            if tokens.is_null() && capacity == 0 {
-                return Ok(());
-            }
-            return Err(err(
-                ErrorKind::BufferTooSmall,
-                format!(
-                    "token buffer holds {capacity} ids; max_new_tokens = {need} may be produced"
-                ),
-            ));
+        if !super::tokens::fits(need, tokens, capacity, n_tokens, "tokens")? {
+            return Ok(()); // a size probe
         }
         let prompt: Vec<i64> = match n_prompt {
             0 => Vec::new(),

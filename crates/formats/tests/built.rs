@@ -1,10 +1,16 @@
 //! Edge cases built byte by byte here (no torch needed): pickle opcodes, limits, zip layout.
 
 use std::io::Write;
+use std::time::Duration;
 
 use model_context_formats::{load_pt_bytes, DType, ErrorKind, PtValue, Storage, TensorRecord};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
+
+mod meter;
+
+#[global_allocator]
+static METER: meter::Meter = meter::Meter;
 
 // ---- pickle builders (protocol 2 opcodes, as torch writes them) ----------------------------
 
@@ -650,4 +656,240 @@ fn truncations_of_a_valid_archive_never_panic() {
             }
         }
     }
+}
+
+// ---- hostile archives: overlapping and out-of-range entries, bombs, bounded cost ------------
+
+/// Offset of `entry`'s record in the central directory.
+fn central_record(zip: &[u8], entry: &str) -> usize {
+    let eocd = zip.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    let mut cd = u32::from_le_bytes(zip[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+    loop {
+        assert_eq!(&zip[cd..cd + 4], b"PK\x01\x02");
+        let n = u16::from_le_bytes([zip[cd + 28], zip[cd + 29]]) as usize;
+        let m = u16::from_le_bytes([zip[cd + 30], zip[cd + 31]]) as usize;
+        let k = u16::from_le_bytes([zip[cd + 32], zip[cd + 33]]) as usize;
+        if &zip[cd + 46..cd + 46 + n] == entry.as_bytes() {
+            return cd;
+        }
+        cd += 46 + n + m + k;
+    }
+}
+
+/// Makes the central directory entry `alias` describe the bytes of `target`: the same local
+/// header, CRC and sizes (the overlapping-entries construction of "better zip bombs").
+fn alias_entry(zip: &mut [u8], alias: &str, target: &str) {
+    let (from, to) = (central_record(zip, target), central_record(zip, alias));
+    let crc_and_sizes: [u8; 12] = zip[from + 16..from + 28].try_into().unwrap();
+    let local: [u8; 4] = zip[from + 42..from + 46].try_into().unwrap();
+    zip[to + 16..to + 28].copy_from_slice(&crc_and_sizes);
+    zip[to + 42..to + 46].copy_from_slice(&local);
+}
+
+/// A state dict of `n` float tensors of `numel` elements, tensor i on storage "i".
+fn dict_of(n: usize, numel: i64) -> Vec<u8> {
+    let mut body = b"}(".to_vec();
+    for i in 0..n {
+        body.extend(s(&format!("t{i}")));
+        body.extend(tensor(
+            "FloatStorage",
+            &i.to_string(),
+            numel,
+            0,
+            &[numel],
+            &[1],
+        ));
+    }
+    body.push(b'u');
+    pickle(&body)
+}
+
+/// Loads `bytes`, expecting a refusal of `kind` naming `parts`, within `max_bytes` of heap
+/// beyond the input and 5 seconds.
+#[track_caller]
+fn expect_bounded(what: &str, bytes: Vec<u8>, kind: ErrorKind, parts: &[&str], max_bytes: usize) {
+    let (result, cost) = meter::measure(|| load(bytes));
+    let e = match result {
+        Ok(_) => panic!("{what}: loaded, expected {kind:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, kind, "{what}: {}", e.message);
+    for p in parts {
+        assert!(
+            e.message.contains(p),
+            "{what}: message lacks {p:?}: {}",
+            e.message
+        );
+    }
+    eprintln!(
+        "{what}: refused in {:?}, {} heap bytes at the peak",
+        cost.elapsed, cost.peak_bytes
+    );
+    meter::assert_bounded(what, cost, max_bytes, Duration::from_secs(5));
+}
+
+#[test]
+fn overlapping_entries_are_refused() {
+    // Two storages whose records are the same bytes: entry 1 points at entry 0's local header.
+    let body = dict(&[
+        ("a", tensor("FloatStorage", "0", 4, 0, &[4], &[1])),
+        ("b", tensor("FloatStorage", "1", 4, 0, &[4], &[1])),
+    ]);
+    let mut zip = archive(&pickle(&body), &[("0", f32s(4)), ("1", f32s(4))]);
+    assert!(load(zip.clone()).is_ok());
+    alias_entry(&mut zip, "arc/data/1", "arc/data/0");
+    expect(
+        zip,
+        ErrorKind::Format,
+        &["'arc/data/0'", "'arc/data/1'", "overlap"],
+    );
+}
+
+#[test]
+fn overlapping_entries_bomb_is_refused_before_inflating() {
+    // 1000 storages of 1 MiB each, every record aliased to one deflated MiB of zeros (about
+    // 1 KiB compressed): read entry by entry it would take 1000 MiB from a file of 270 KiB.
+    const N: usize = 1000;
+    let numel = 1 << 18;
+    let records: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| (i.to_string(), vec![0u8; if i == 0 { 4 << 18 } else { 4 }]))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut zip = archive_with(&dict_of(N, numel), &refs, CompressionMethod::Deflated);
+    for i in 1..N {
+        alias_entry(&mut zip, &format!("arc/data/{i}"), "arc/data/0");
+    }
+    assert!(zip.len() < 512 << 10, "{} bytes", zip.len());
+    expect_bounded(
+        "overlapping bomb",
+        zip,
+        ErrorKind::Format,
+        &["overlap", "'arc/data/0'"],
+        16 << 20,
+    );
+}
+
+#[test]
+fn entries_out_of_range_are_refused() {
+    let pkl = pickle(&tensor("FloatStorage", "0", 4, 0, &[4], &[1]));
+    let good = archive(&pkl, &[("0", f32s(4))]);
+    let len = good.len() as u32;
+    // A local header offset past the end of the file.
+    let mut zip = good.clone();
+    let cd = central_record(&zip, "arc/data/0");
+    zip[cd + 42..cd + 46].copy_from_slice(&(len + 1000).to_le_bytes());
+    expect(zip, ErrorKind::Format, &["arc/data/0"]);
+    // A compressed size reaching past the end of the file (stored: sizes agree).
+    let mut zip = good.clone();
+    let cd = central_record(&zip, "arc/data/0");
+    for field in [cd + 20, cd + 24] {
+        zip[field..field + 4].copy_from_slice(&(len * 4).to_le_bytes());
+    }
+    expect(
+        zip,
+        ErrorKind::Format,
+        &["entry 'arc/data/0'", "reaches past the end"],
+    );
+    // A central directory that starts past the end of the file.
+    let mut zip = good.clone();
+    let eocd = zip.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    zip[eocd + 16..eocd + 20].copy_from_slice(&(len * 2).to_le_bytes());
+    expect(zip, ErrorKind::Format, &[]);
+    // A central directory claiming more entries than it holds.
+    let mut zip = good;
+    let eocd = zip.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+    for field in [eocd + 8, eocd + 10] {
+        zip[field..field + 2].copy_from_slice(&u16::MAX.to_le_bytes());
+    }
+    expect(zip, ErrorKind::Format, &[]);
+}
+
+#[test]
+fn hostile_archives_cost_bounded_memory_and_time() {
+    let f32_16 = || vec![("0", f32s(4))];
+    // Storage claims of terabytes over 16-byte records, stored and deflated.
+    let tb = pickle(&tensor("FloatStorage", "0", 1 << 40, 0, &[4], &[1]));
+    expect_bounded(
+        "4 TiB stored",
+        archive(&tb, &f32_16()),
+        ErrorKind::Format,
+        &["needs 4398046511104 bytes"],
+        1 << 20,
+    );
+    expect_bounded(
+        "4 TiB deflated",
+        archive_with(&tb, &f32_16(), CompressionMethod::Deflated),
+        ErrorKind::Format,
+        &["holds 16 bytes", "needs 4398046511104 bytes"],
+        1 << 20,
+    );
+    // A central directory claiming 4 GiB for a 16-byte deflated record, the pickle agreeing.
+    let pkl = pickle(&tensor("FloatStorage", "0", (1 << 30) - 1, 0, &[4], &[1]));
+    let mut zip = archive_with(&pkl, &f32_16(), CompressionMethod::Deflated);
+    patch_declared_size(&mut zip, "arc/data/0", u32::MAX - 3);
+    expect_bounded(
+        "4 GiB declared",
+        zip,
+        ErrorKind::Format,
+        &["too few to inflate"],
+        1 << 20,
+    );
+    // Sizes whose element count overflows 64 bits, and a shape of 2^62 broadcast elements.
+    expect_bounded(
+        "element count overflow",
+        archive(
+            &pickle(&tensor(
+                "FloatStorage",
+                "0",
+                4,
+                0,
+                &[1 << 40, 1 << 40],
+                &[0, 0],
+            )),
+            &f32_16(),
+        ),
+        ErrorKind::Shape,
+        &["overflows"],
+        1 << 20,
+    );
+    // 100 000 nested lists, 100 000 nested MARKs, and 200 levels of shared references.
+    let lists = pickle(&[b"]".repeat(100_000), b"a".repeat(99_999)].concat());
+    expect_bounded(
+        "nested lists",
+        archive(&lists, &[]),
+        ErrorKind::Format,
+        &["nests deeper than 256"],
+        32 << 20,
+    );
+    let marks = pickle(&b"(".repeat(100_000));
+    expect_bounded(
+        "nested marks",
+        archive(&marks, &[]),
+        ErrorKind::Format,
+        &["nests deeper than 256 MARKs"],
+        1 << 20,
+    );
+    let mut laughs = b"]q\x00".to_vec();
+    for i in 0..200u8 {
+        laughs.extend([b'h', i, b'h', i, 0x86, b'q', i + 1]);
+    }
+    expect_bounded(
+        "billion laughs",
+        archive(&pickle(&laughs), &[]),
+        ErrorKind::Format,
+        &["top-level object is a tuple"],
+        1 << 20,
+    );
+    // A million one-byte objects: refused by the object limit, not by running out of memory.
+    let many = pickle(&b"N".repeat(1 << 20 | 1));
+    expect_bounded(
+        "object limit",
+        archive(&many, &[]),
+        ErrorKind::Format,
+        &["more than 1048576 objects"],
+        256 << 20,
+    );
 }

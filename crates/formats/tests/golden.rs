@@ -10,6 +10,11 @@ use model_context_formats::{
 };
 use serde_json::Value;
 
+mod meter;
+
+#[global_allocator]
+static METER: meter::Meter = meter::Meter;
+
 fn golden_dir() -> PathBuf {
     let dir = std::env::var_os("MC_PT_GOLDEN_DIR")
         .map(PathBuf::from)
@@ -348,9 +353,18 @@ fn hostile_files_are_refused_and_never_run() {
     }
     for &(file, kind, parts) in HOSTILE {
         let path = dir.join(file);
-        expect_error(load_pt(&path), file, kind, parts);
+        // Each is refused within 16 MiB of heap (the zip bomb inflates 64 MiB if let) and 5 s.
+        let (r, cost) = meter::measure(|| load_pt(&path));
+        expect_error(r, file, kind, parts);
+        meter::assert_bounded(file, cost, 16 << 20, std::time::Duration::from_secs(5));
         let bytes = std::fs::read(&path).unwrap();
-        expect_error(load_pt_bytes(bytes, file), file, kind, parts);
+        let (r, cost) = meter::measure(|| load_pt_bytes(bytes, file));
+        expect_error(r, file, kind, parts);
+        meter::assert_bounded(file, cost, 16 << 20, std::time::Duration::from_secs(5));
+        eprintln!(
+            "{file}: refused in {:?}, {} heap bytes at the peak",
+            cost.elapsed, cost.peak_bytes
+        );
     }
     for mk in &markers {
         assert!(

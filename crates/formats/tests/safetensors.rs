@@ -4,6 +4,11 @@
 use model_context_formats::{load_safetensors, load_safetensors_bytes, DType, ErrorKind};
 use std::io::Write;
 
+mod meter;
+
+#[global_allocator]
+static METER: meter::Meter = meter::Meter;
+
 /// A safetensors file from a JSON header and the data bytes (header padded to 8 bytes).
 fn file(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
@@ -229,4 +234,47 @@ fn missing_and_empty_files() {
     std::fs::File::create(&empty).unwrap().flush().unwrap();
     let e = load_safetensors(&empty).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Format, "{}", e.message);
+}
+
+#[test]
+fn terabyte_claims_and_deep_headers_cost_bounded_memory_and_time() {
+    use std::time::Duration;
+    let d8 = f32s(&[1.0, 2.0]);
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        (
+            "a 4 TiB tensor over 8 bytes",
+            file(
+                r#"{"w": {"dtype": "F32", "shape": [1099511627776], "data_offsets": [0, 4398046511104]}}"#,
+                &d8,
+            ),
+            &["cover 4398046511104", "holds 8"],
+        ),
+        (
+            "a 4 TiB tensor after a small one",
+            file(
+                r#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "w": {"dtype": "U8", "shape": [4398046511104], "data_offsets": [8, 4398046511112]}}"#,
+                &d8,
+            ),
+            &["cover 4398046511112", "holds 8"],
+        ),
+        (
+            "a header length of 99 999 992 bytes over a short file",
+            [99_999_992u64.to_le_bytes().to_vec(), vec![b' '; 64]].concat(),
+            &["past the end"],
+        ),
+        (
+            "a header nested 100 000 deep",
+            file(&"[".repeat(100_000), &[]),
+            &["malformed JSON", "recursion limit"],
+        ),
+    ];
+    for (what, bytes, needles) in cases {
+        let (r, cost) = meter::measure(|| load_safetensors_bytes(&bytes, "bad.safetensors"));
+        let e = r.err().unwrap_or_else(|| panic!("{what}: loaded"));
+        assert_eq!(e.kind, ErrorKind::Format, "{what}: {}", e.message);
+        for n in needles {
+            assert!(e.message.contains(n), "{what}: {:?} lacks {n:?}", e.message);
+        }
+        meter::assert_bounded(what, cost, 1 << 20, Duration::from_secs(5));
+    }
 }

@@ -98,6 +98,59 @@ pub(crate) fn read(source: Source) -> Result<PtValue, FormatError> {
     pickle::unpickle(&pkl, |key, dtype, numel| archive.storage(key, dtype, numel))
 }
 
+/// Refuses entries whose bytes overlap one another or the central directory. Each entry spans
+/// at least its 30-byte local header and its compressed data; in a well-formed zip these spans
+/// follow one another. Overlapping entries are the construction of quadratic zip bombs: many
+/// records inflating the same compressed bytes, each within the per-record ratio check.
+fn check_disjoint(zip: &ZipArchive<Cursor<&[u8]>>, file_len: u64) -> Result<(), FormatError> {
+    const LOCAL_HEADER: u64 = 30;
+    let mut spans = Vec::with_capacity(zip.len());
+    let mut directory = u64::MAX;
+    for i in 0..zip.len() {
+        let e = zip
+            .by_index_data(i)
+            .map_err(|e| format_err(format!("bad entry {i}: {e}")))?;
+        let start = e.header_start();
+        let end = start
+            .checked_add(LOCAL_HEADER)
+            .and_then(|x| x.checked_add(e.compressed_size()))
+            .ok_or_else(|| format_err(format!("entry {i} claims a size that overflows")))?;
+        if end > file_len {
+            return Err(format_err(format!(
+                "entry '{}' (bytes {start}..{end}) reaches past the end of the {file_len}-byte file",
+                String::from_utf8_lossy(e.name_raw())
+            )));
+        }
+        directory = directory.min(e.central_header_start());
+        spans.push((start, end, i));
+    }
+    spans.sort_unstable();
+    let name = |i: usize| -> String {
+        zip.by_index_data(i)
+            .map(|e| String::from_utf8_lossy(e.name_raw()).into_owned())
+            .unwrap_or_else(|_| format!("#{i}"))
+    };
+    for pair in spans.windows(2) {
+        let ((a0, a1, a), (b0, b1, b)) = (pair[0], pair[1]);
+        if b0 < a1 {
+            return Err(format_err(format!(
+                "entries '{}' (bytes {a0}..{a1}) and '{}' (bytes {b0}..{b1}) overlap: a zip whose records share bytes is refused",
+                name(a),
+                name(b)
+            )));
+        }
+    }
+    if let Some(&(start, end, i)) = spans.last() {
+        if end > directory {
+            return Err(format_err(format!(
+                "entry '{}' (bytes {start}..{end}) overlaps the central directory at byte {directory}",
+                name(i)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An opened archive with its records indexed by the name after the top-level folder.
 struct Archive<'a> {
     zip: ZipArchive<Cursor<&'a [u8]>>,
@@ -114,6 +167,7 @@ struct Archive<'a> {
 
 impl<'a> Archive<'a> {
     fn index(zip: ZipArchive<Cursor<&'a [u8]>>, source: &'a Source) -> Result<Self, FormatError> {
+        check_disjoint(&zip, source.bytes().len() as u64)?;
         let names: Vec<Option<(String, String)>> = (0..zip.len())
             .map(|i| {
                 let raw = zip.by_index_data(i).ok()?.name_raw().to_vec();

@@ -15,10 +15,11 @@ use crate::storage::Storage;
 
 /// Deepest nesting of containers (and of MARKs) accepted.
 const MAX_DEPTH: u16 = 256;
-/// Most objects one pickle may create.
-const MAX_OBJECTS: usize = 1 << 23;
+/// Most objects one pickle may create. torch writes about 20 per tensor, so this allows state
+/// dicts of 50 000 tensors while an object-spraying pickle holds at most about 100 MiB.
+const MAX_OBJECTS: usize = 1 << 20;
 /// Most memo entries.
-const MAX_MEMO: usize = 1 << 22;
+const MAX_MEMO: usize = 1 << 20;
 /// Longest GLOBAL line (module or name).
 const MAX_LINE: usize = 1024;
 

@@ -1,0 +1,177 @@
+//! Resource use over long runs: opening, reading and freeing contexts and tensors, and
+//! encoding and decoding, keep the process's resident memory flat. The first rounds warm up
+//! (libtorch's allocator pools, the shared tokenizer, the mapped pages); resident memory after
+//! the warm-up and after many more rounds must agree within a few MiB, and so must the address
+//! space and the number of mappings (a leaked tensor that views a mapped piece keeps its mapping
+//! alive without making its pages resident).
+mod common;
+use model_context::ffi::api::*;
+use model_context::ffi::dlpack::DLManagedTensorVersioned;
+use model_context::ffi::model::*;
+use model_context::ffi::status::*;
+use model_context::ffi::tokens::*;
+use std::ffi::{c_char, CStr, CString};
+use std::ptr::{null, null_mut};
+
+const WARM_UP: usize = 20;
+fn rounds() -> usize {
+    std::env::var("MC_FLAT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300)
+}
+/// Growth allowed between the warmed-up process and the end (allocator noise, not leaks: one
+/// leaked normalised embedding per round would add 3.7 GiB over the default rounds, one leaked
+/// mapped piece one mapping per round).
+const MAX_GROWTH_KB: i64 = 8 << 10;
+const MAX_NEW_MAPPINGS: i64 = 16;
+
+/// A field of /proc/self/status, in KiB.
+fn status_kb(field: &str) -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// (resident KiB, address space KiB, mappings) of this process.
+fn usage() -> (i64, i64, i64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    (
+        status_kb("VmRSS:"),
+        status_kb("VmSize:"),
+        maps.lines().count() as i64,
+    )
+}
+
+#[track_caller]
+fn ok(status: mc_status) {
+    let msg = unsafe { CStr::from_ptr(mc_last_error()) }
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(status, MC_OK, "{msg}");
+}
+
+fn free(t: *mut DLManagedTensorVersioned) {
+    unsafe { ((*t).deleter.unwrap())(t) }
+}
+
+/// One round of open / get / forward / free.
+fn weights_round(model: &CString, with_forward: bool) {
+    let mut ctx = null_mut();
+    ok(unsafe { mc_open(model.as_ptr(), c"cpu".as_ptr(), &mut ctx) });
+    for (loc, layer, norm) in [
+        (MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_NONE),
+        (MC_WEIGHT_UNEMBEDDING, MC_LAYER_NONE, MC_DIM_NONE),
+        (MC_WEIGHT_ATTN_TO_QUERY, 1, MC_DIM_NONE),
+        (MC_WEIGHT_MLP_TO_HIDDEN, MC_LAYER_ALL, MC_DIM_NONE),
+        (
+            MC_WEIGHT_EMBEDDING,
+            MC_LAYER_NONE,
+            MC_DIM_RESIDUAL_STREAM_CHANNELS,
+        ),
+    ] {
+        let mut t = null_mut();
+        ok(unsafe { mc_get_weight(ctx, loc, layer, norm, null(), &mut t) });
+        free(t);
+    }
+    let mut e = null_mut();
+    ok(unsafe { mc_get_unembedding_with_ln_gain(ctx, null(), &mut e) });
+    let mut json = null_mut();
+    ok(unsafe { mc_config_json(ctx, &mut json) });
+    unsafe { mc_string_free(json) };
+    if with_forward {
+        let tokens = [464u32, 2068, 7586, 21831, 11, 50256, 318, 257];
+        let mut r = mc_forward_request_default();
+        r.tokens = tokens.as_ptr().cast();
+        r.token_type = MC_TOKENS_UINT32;
+        r.batch = 1;
+        r.seq_len = 8;
+        let mut out = null_mut();
+        ok(unsafe { mc_forward(ctx, &r, &mut out) });
+        let mut logits = null_mut();
+        ok(unsafe { mc_forward_output_get(out, MC_ACT_LOGITS, MC_LAYER_NONE, &mut logits) });
+        unsafe { mc_forward_output_free(out) };
+        free(logits);
+    }
+    unsafe { mc_free(ctx) };
+    free(e); // after its context
+}
+
+fn tokens_round(ctx: *const mc_context, text: &[u8]) {
+    let mut ids = vec![0u32; text.len()];
+    let mut n = 0;
+    ok(unsafe {
+        mc_encode(
+            ctx,
+            text.as_ptr() as *const c_char,
+            text.len(),
+            ids.as_mut_ptr(),
+            ids.len(),
+            &mut n,
+        )
+    });
+    let mut bytes = vec![0u8; text.len()];
+    let mut m = 0;
+    ok(unsafe {
+        mc_decode(
+            ctx,
+            ids.as_ptr(),
+            n,
+            bytes.as_mut_ptr() as *mut c_char,
+            bytes.len(),
+            &mut m,
+        )
+    });
+    assert_eq!(&bytes[..m], text);
+}
+
+#[test]
+fn long_loops_keep_resident_memory_flat() {
+    let dir = common::data_dir(
+        "MC_DEMO_DIR",
+        "data/demo",
+        "scripts/make_checkpoint.py --preset demo",
+    );
+    let model = CString::new(dir.to_str().unwrap()).unwrap();
+    let text = "Tokens in a loop, émigré 東京 🦀 <|endoftext|> and 12345 numbers.\n".repeat(200);
+    let mut tok_ctx = null_mut();
+    ok(unsafe { mc_open(model.as_ptr(), c"cpu".as_ptr(), &mut tok_ctx) });
+    let rounds = rounds();
+    let mut start = (0, 0, 0);
+    for i in 0..WARM_UP + rounds {
+        if i == WARM_UP {
+            start = usage();
+        }
+        weights_round(&model, i % 10 == 0);
+        tokens_round(tok_ctx, text.as_bytes());
+    }
+    let end = usage();
+    unsafe { mc_free(tok_ctx) };
+    eprintln!(
+        "{rounds} rounds after {WARM_UP} warm-up rounds: RSS {} KiB -> {} KiB ({:+} KiB), \
+         address space {:+} KiB, mappings {} -> {}",
+        start.0,
+        end.0,
+        end.0 - start.0,
+        end.1 - start.1,
+        start.2,
+        end.2
+    );
+    assert!(
+        end.0 - start.0 <= MAX_GROWTH_KB,
+        "resident memory grew by {} KiB over {rounds} rounds (from {} to {} KiB)",
+        end.0 - start.0,
+        start.0,
+        end.0
+    );
+    assert!(
+        end.1 - start.1 <= MAX_GROWTH_KB,
+        "the address space grew by {} KiB over {rounds} rounds",
+        end.1 - start.1
+    );
+    assert!(
+        end.2 - start.2 <= MAX_NEW_MAPPINGS,
+        "{} new mappings over {rounds} rounds",
+        end.2 - start.2
+    );
+}
