@@ -2,7 +2,7 @@
 real writers (torch.save, the safetensors package, the tokenizer corpus) under data/.
 
 Usage: python fuzz/seeds.py DATA_DIR OUT_DIR   (writes OUT_DIR/<target>/*; run by scripts/fuzz.sh)
-Needs data/ made by scripts/data.sh (demo, golden, tokens) and the project venv (torch,
+Needs data/ made by scripts/data.sh (demo, golden, tokens; hf when present) and the venv (torch,
 safetensors).
 """
 import hashlib
@@ -52,6 +52,17 @@ def main():
         group = {n: small[n] for n in names[i:i + 4]}
         put(out / "safetensors", save_safetensors(group, metadata={"format": "pt"}))
     put(out / "safetensors", save_safetensors({}))
+    # The Hugging Face golden checkpoints (transformers' save_pretrained), their small tensors
+    # with the real names, dtypes and metadata.
+    from safetensors import safe_open
+    for f in sorted(data.glob("hf_golden/*/hf_safetensors/model.safetensors")):
+        with safe_open(f, "pt") as st:
+            meta = st.metadata()
+            kept = {k: st.get_tensor(k) for k in st.keys() if st.get_slice(k).get_shape() != []
+                    and torch.Size(st.get_slice(k).get_shape()).numel() <= 4096}
+        names = sorted(kept)
+        for i in range(0, len(names), 6):
+            put(out / "safetensors", save_safetensors({n: kept[n] for n in names[i:i + 6]}, metadata=meta))
 
     configs = sorted(data.glob("**/config.json"))
     assert configs, f"no config.json under {data}"

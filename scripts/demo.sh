@@ -5,6 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup.sh
+export LIBTORCH=$(readlink -f .libtorch)
 cargo build --release --quiet
 scripts/data.sh demo
 mkdir -p target/c

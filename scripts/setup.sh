@@ -42,5 +42,18 @@ ln -sfn "$venv" "$root/.venv"
 torch_dir=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 ln -sfn "$torch_dir" "$root/.libtorch"
 
+# Build outputs are shared by clones too (cargo keys them by path and content), so a fresh
+# clone does not rebuild libtorch's bindings; an in-tree target/ that exists is left alone.
+if [ ! -e "$root/target" ] && [ ! -L "$root/target" ]; then
+  mkdir -p "$cache/target"
+  ln -s "$cache/target" "$root/target"
+fi
+
+# cargo-fuzz drives the libFuzzer targets of scripts/fuzz.sh (built from crates.io once).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz from crates.io" >&2
+  cargo install --locked --quiet cargo-fuzz@0.13.2
+fi
+
 # tiktoken (Python) downloads its BPE files at first use; serve it the ones tiktoken-rs embeds.
 export TIKTOKEN_CACHE_DIR=${TIKTOKEN_CACHE_DIR:-$cache/tiktoken}

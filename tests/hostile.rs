@@ -216,7 +216,7 @@ fn remote_names_cannot_leave_the_cache() {
     };
     let remote = RemoteTdb::open(prefix, &opts).unwrap();
     for key in ["../../../../etc/passwd", "x/../../y", "..", "/etc/passwd"] {
-        let e = remote.load_piece(key).err().expect(key);
+        let e = remote.load_piece(key).expect_err(key);
         assert_eq!(e.kind, ErrorKind::InvalidArgument, "{key}: {}", e.message);
         assert!(
             e.message.contains("cannot name a file in the cache"),

@@ -19,8 +19,11 @@ fn records(v: &PtValue) -> Vec<(Option<&str>, &TensorRecord)> {
     }
 }
 
+/// One record as (key, dtype, shape, strides, offset, gathered bytes).
+type Summary = Vec<(Option<String>, String, Vec<i64>, Vec<i64>, i64, Vec<u8>)>;
+
 /// What a loaded value is, byte for byte, for comparing the two readers.
-fn summary(v: &PtValue) -> Vec<(Option<String>, String, Vec<i64>, Vec<i64>, i64, Vec<u8>)> {
+fn summary(v: &PtValue) -> Summary {
     records(v)
         .into_iter()
         .map(|(k, t)| {

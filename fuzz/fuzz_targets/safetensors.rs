@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
             let header = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
             let total: usize = sa.iter().map(|r| r.4.len()).sum();
             assert_eq!(total, data.len() - 8 - header, "tensors tile the data");
-            assert_eq!(sa, summary(b), "load_safetensors_bytes and load_safetensors disagree");
+            assert_eq!(
+                sa,
+                summary(b),
+                "load_safetensors_bytes and load_safetensors disagree"
+            );
         }
         (Err(a), Err(b)) => {
             assert_eq!(a.kind, b.kind, "{} / {}", a.message, b.message);

@@ -41,7 +41,9 @@ fn check_text(tok: &Tokenizer, enc: usize, bytes: &[u8]) {
         Err(e) => {
             assert_eq!(e.kind, ErrorKind::Token, "{}", e.message);
             assert!(
-                tok.special_tokens().iter().any(|(s, _)| text.contains(s.as_str())),
+                tok.special_tokens()
+                    .iter()
+                    .any(|(s, _)| text.contains(s.as_str())),
                 "refused without a special token: {}",
                 e.message
             );
@@ -82,7 +84,9 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     match tok.decode(&ids) {
         Ok(b) => {
-            let parts = tok.decode_token_list(&ids).expect("the same ids decode one by one");
+            let parts = tok
+                .decode_token_list(&ids)
+                .expect("the same ids decode one by one");
             assert_eq!(parts.concat(), b);
         }
         Err(e) => {

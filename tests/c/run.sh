@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Builds the C example and the C test program against the built library and runs both under
-# valgrind (zero errors, zero bytes definitely or indirectly lost), plus header checks.
+# Builds the C example and the C test programs against the built library and runs them under
+# valgrind (zero errors, zero bytes definitely or indirectly lost) and as AddressSanitizer +
+# LeakSanitizer builds (zero findings, no suppressions), plus header checks. A deliberately
+# leaking canary must be reported by both checkers, run exactly as for the real programs: proof
+# that they were active and that valgrind's libtorch suppressions hide nothing of ours.
 #   tests/c/run.sh CHECKPOINT_DIR [LIB_DIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,6 +22,7 @@ g++ -std=c++17 -Wall -Werror -fsyntax-only -x c++ "$root/include/model_context.h
 echo "== build"
 "${cc[@]}" -o "$out/weights" "$root/examples/c/weights.c" "${link[@]}"
 "${cc[@]}" -pthread -o "$out/test_api" "$root/tests/c/test_api.c" "${link[@]}"
+"${cc[@]}" -o "$out/canary" "$root/tests/c/sanitizer_canary.c" "${link[@]}"
 
 vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect --suppressions="$root/tests/c/libtorch.supp")
@@ -30,4 +34,36 @@ grep -q '^config {' "$out/weights.txt"
 n=$(grep -c 'checksum=' "$out/weights.txt")
 echo "weights example printed $n weights"
 [ "$n" -ge 13 ]
+
+# expect_leaks TOOL RC LOG EXPECTED_RC: the canary must have failed with the tool's report of its
+# own block and of the context and tensor it leaked through the library.
+expect_leaks() {
+  if [ "$2" != "$4" ] || ! grep -q "$3" "$out/canary-$1.txt" ||
+     ! grep -q 'mc_open' "$out/canary-$1.txt" || ! grep -q 'mc_get_weight' "$out/canary-$1.txt" ||
+     ! grep -q 'sanitizer_canary.c' "$out/canary-$1.txt"; then
+    cat "$out/canary-$1.txt" >&2
+    echo "$1 did not report the canary's leaks (exit $2, expected $4): the checker is not active" >&2
+    exit 1
+  fi
+  echo "$1 reported the canary's leaks (exit $2): active"
+}
+echo "== the canary under the same valgrind command"
+rc=0; "${vg[@]}" "$out/canary" "$model" > "$out/canary-valgrind.txt" 2>&1 || rc=$?
+expect_leaks valgrind "$rc" 'definitely lost' 99
+
+echo "== AddressSanitizer + LeakSanitizer builds (no suppressions)"
+asan=("${cc[@]}" -fsanitize=address -fno-omit-frame-pointer)
+"${asan[@]}" -o "$out/weights-asan" "$root/examples/c/weights.c" "${link[@]}"
+"${asan[@]}" -pthread -o "$out/test_api-asan" "$root/tests/c/test_api.c" "${link[@]}"
+"${asan[@]}" -pthread -o "$out/stress-asan" "$root/tests/c/stress.c" "${link[@]}"
+"${asan[@]}" -o "$out/canary-asan" "$root/tests/c/sanitizer_canary.c" "${link[@]}"
+# Full stacks (the library has no frame pointers), leaks fail the run with exit code 98.
+export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:exitcode=98:strict_string_checks=1
+"$out/test_api-asan" "$model"
+"$out/weights-asan" "$model" > "$out/weights-asan.txt"
+[ "$(grep -c 'checksum=' "$out/weights-asan.txt")" = "$n" ]
+echo "== threads sharing one context (tests/c/stress.c) under AddressSanitizer"
+"$out/stress-asan" "$model" 4 5
+rc=0; "$out/canary-asan" "$model" > "$out/canary-asan.txt" 2>&1 || rc=$?
+expect_leaks asan "$rc" 'ERROR: LeakSanitizer: detected memory leaks' 98
 echo "c tests: ok"

@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
   mc_context *ctx = NULL;
   if (mc_open(argv[1], "cpu", &ctx) != MC_OK) return 1;
   DLManagedTensorVersioned *t = NULL;
-  if (mc_get_weight(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_RESIDUAL_STREAM_CHANNELS, NULL, &t) != MC_OK)
+  if (mc_get_weight(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_NONE, NULL, &t) != MC_OK)
     return 1;
   char *own = malloc(4096);
   memset(own, 1, 4096);
