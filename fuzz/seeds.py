@@ -79,6 +79,10 @@ def main():
         if i % 6 == 0 or len(raw) > 2000:  # a sixth of the corpus and the long texts
             for selector in (0, 1, 2):  # gpt2, cl100k_base, o200k_base
                 put(out / "tokenizer", bytes([selector]) + raw[:1024])
+    # Inputs that once failed a target (each also has a regression test in its crate).
+    for d in sorted((Path(__file__).resolve().parent / "regressions").glob("*")):
+        for f in sorted(d.iterdir()):
+            put(out / d.name, f.read_bytes())
     for target in ("pt_reader", "safetensors", "config_json", "tokenizer"):
         print(f"seeds: {target}: {len(list((out / target).iterdir()))} files")
 

@@ -7,8 +7,9 @@
 # The corpus each target builds up is kept in fuzz/corpus/<target> (git-ignored), on top of
 # seeds made from the generators' real files (fuzz/seeds.py over data/). A crash stops the
 # script with its input in fuzz/artifacts/<target>/; reproduce it with
-#   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O TARGET artifacts/TARGET/crash-...)
-# and add the input as a regression test in the crate that owns the reader.
+#   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a TARGET artifacts/TARGET/crash-...)
+# then fix it, add a regression test in the crate that owns the reader, and keep the input in
+# fuzz/regressions/<target>/ (seeds.py replays those on every run).
 # cargo-fuzz needs nightly-only rustc flags; RUSTC_BOOTSTRAP=1 allows them on the stable
 # toolchain. Needs scripts/setup.sh (cargo-fuzz, venv) and scripts/data.sh (demo golden tokens).
 set -euo pipefail

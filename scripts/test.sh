@@ -16,6 +16,7 @@ step "data"; scripts/data.sh demo golden tokens hf
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "build the libraries (cdylib, staticlib) and tools"; cargo build --workspace --quiet
 step "rust tests"; cargo test --workspace --quiet
 step "fuzz: every reader of untrusted input, 30 s per target"; scripts/fuzz.sh 30
 step "linkage"; tests/linkage.sh target/debug

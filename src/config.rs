@@ -184,6 +184,29 @@ mod tests {
         assert!(Config::from_json("[", "t").is_err());
     }
 
+    /// Found by the config_json fuzz target: a long literal parsed one ulp away from the
+    /// correctly rounded value (what Python's json gives), so the config did not survive its
+    /// own `to_json`.
+    #[test]
+    fn long_number_literals_parse_correctly_rounded() {
+        let literal = format!("{}5.5", "2".to_string() + &"5".repeat(102));
+        let text = format!(
+            r#"{{"enc": "gpt2", "d_model": 24, "n_layers": 3, "n_heads": 3, "ctx_window": 4, "m_attn": 1.5, "m_mlp": {literal}}}"#
+        );
+        let c = Config::from_json(&text, "t").unwrap();
+        assert_eq!(c.m_mlp, literal.parse::<f64>().unwrap());
+        assert_eq!(c.m_mlp, 2.5555555555555554e103);
+        assert_eq!(Config::from_json(&c.to_json().to_string(), "t").unwrap(), c);
+        for lit in [
+            "0.30000000000000004441",
+            "1.00000000000000011102230246251565404",
+            "3.999999999999999999999",
+        ] {
+            let c = Config::from_json(&format!(r#"{{"m_attn": 1, "m_mlp": {lit}}}"#), "t").unwrap();
+            assert_eq!(c.m_mlp, lit.parse::<f64>().unwrap(), "{lit}");
+        }
+    }
+
     #[test]
     fn m_attn_scales_attention_width() {
         let c = Config::from_json(r#"{"d_model": 48, "m_attn": 0.5, "n_heads": 3}"#, "t").unwrap();
