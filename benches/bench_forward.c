@@ -5,34 +5,7 @@
  *
  *   bench_forward CHECKPOINT_DIR REPS
  */
-#define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-#include "model_context.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, n, sizeof *v, cmp);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void check(mc_status s, const char *what) {
-  if (s != MC_OK) {
-    fprintf(stderr, "%s: %s: %s\n", what, mc_status_name(s), mc_last_error());
-    exit(1);
-  }
-}
+#include "bench_common.h"
 
 static double forward(mc_context *ctx, int64_t *tokens, int64_t batch, int capture) {
   mc_forward_request r = mc_forward_request_default();

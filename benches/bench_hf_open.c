@@ -6,28 +6,7 @@
  *
  *   bench_hf_open MODEL_DIR REPS
  */
-#define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include "model_context.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static long rss_kb(void) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  long kb = -1;
-  while (f && fgets(line, sizeof line, f))
-    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
-  if (f) fclose(f);
-  return kb;
-}
+#include "bench_common.h"
 
 /* Sum of a float32 tensor of any strides, visiting memory in address order: dimensions are
  * walked outermost-first by decreasing stride, so the innermost loop is the smallest stride

@@ -4,29 +4,7 @@
  *
  *   bench_stack CHECKPOINT_DIR REPS
  */
-#define _POSIX_C_SOURCE 199309L
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-#include "model_context.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static void check(mc_status s) {
-  if (s != MC_OK) {
-    fprintf(stderr, "%s: %s\n", mc_status_name(s), mc_last_error());
-    exit(1);
-  }
-}
+#include "bench_common.h"
 
 /* Fetches `loc` for `layer` (MC_LAYER_ALL: stacked) converted to `dtype`, then frees it. */
 static void fetch(mc_context *ctx, mc_weight_location loc, int32_t layer, mc_dtype dtype) {
@@ -35,7 +13,7 @@ static void fetch(mc_context *ctx, mc_weight_location loc, int32_t layer, mc_dty
   r.layer = layer;
   r.dtype = dtype;
   DLManagedTensorVersioned *t = NULL;
-  check(mc_get_weight_ex(ctx, &r, &t));
+  check(mc_get_weight_ex(ctx, &r, &t), "mc_get_weight_ex");
   t->deleter(t);
 }
 
@@ -43,9 +21,9 @@ int main(int argc, char **argv) {
   if (argc < 3) return 2;
   int reps = atoi(argv[2]);
   mc_context *ctx = NULL;
-  check(mc_open(argv[1], "cpu", &ctx));
+  check(mc_open(argv[1], "cpu", &ctx), "mc_open");
   int64_t n_layers = 0;
-  check(mc_dim_size(ctx, MC_DIM_LAYERS, &n_layers));
+  check(mc_dim_size(ctx, MC_DIM_LAYERS, &n_layers), "mc_dim_size");
   double *t = calloc(reps, sizeof *t);
   const struct { const char *name; mc_weight_location loc; int32_t layer; mc_dtype dtype; int per_layer; } cases[] = {
       {"to_query_stacked", MC_WEIGHT_ATTN_TO_QUERY, MC_LAYER_ALL, MC_DTYPE_NONE, 0},
@@ -65,8 +43,7 @@ int main(int argc, char **argv) {
         fetch(ctx, cases[c].loc, cases[c].per_layer ? (int32_t)l : cases[c].layer, cases[c].dtype);
       if (r >= 0) t[r] = now() - t0;
     }
-    qsort(t, reps, sizeof *t, cmp);
-    printf("%s\"%s\": %.6f", c ? ", " : "", cases[c].name, t[reps / 2]);
+    printf("%s\"%s\": %.6f", c ? ", " : "", cases[c].name, median(t, reps));
   }
   printf("}\n");
   mc_free(ctx);

@@ -9,26 +9,8 @@
  * Prints one JSON line: the best wall time over REPS, the bytes and the tokens. IDS_OUT gets the
  * ids (u32 LE) so the Python side can compare them with tiktoken's. Threads: RAYON_NUM_THREADS.
  */
-#define _POSIX_C_SOURCE 199309L
-#include "model_context.h"
+#include "bench_common.h"
 
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void check(mc_status s, const char *what) {
-  if (s != MC_OK) {
-    fprintf(stderr, "%s: %s: %s\n", what, mc_status_name(s), mc_last_error());
-    exit(1);
-  }
-}
 
 static char *read_file(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
