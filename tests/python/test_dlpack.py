@@ -88,6 +88,8 @@ def case_dim(case):
         "embedding": "vocab_size", "unembedding": "residual_stream_channels",
         "position_embedding": "max_context_length", "attn.to_query": "attn_heads",
         "attn.to_key": "attn_heads", "attn.to_value": "attn_heads", "attn.to_residual": "attn_heads",
+        "attn.query_bias": "attn_heads", "attn.key_bias": "attn_heads", "attn.value_bias": "attn_heads",
+        "mlp.hidden_bias": "mlp_acts",
     }.get(case["location"], "residual_stream_channels")
 
 
