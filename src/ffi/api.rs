@@ -558,7 +558,7 @@ pub unsafe extern "C" fn mc_weight_shape(
     guard(|| {
         arg_out(ndim, "ndim")?;
         let dims = ctx_arg(ctx)?.weight_shape(location(loc)?, layer_arg(layer)?)?;
-        write_sized(&dims, shape, capacity, ndim, "shape")
+        super::tokens::write_sized(&dims, shape, capacity, ndim, "shape")
     })
 }
 
@@ -576,20 +576,6 @@ pub unsafe extern "C" fn mc_describe_json(
     out: *mut *mut c_char,
 ) -> mc_status {
     json_out(ctx, out, describe)
-}
-
-/// The size probe for a slice result: writes `data` when it fits, its length always.
-unsafe fn write_sized<T: Copy>(
-    data: &[T],
-    buf: *mut T,
-    capacity: usize,
-    n_out: *mut usize,
-    what: &str,
-) -> Result<()> {
-    if super::tokens::fits(data.len(), buf, capacity, n_out, what)? {
-        super::tokens::write_data(data, buf, n_out);
-    }
-    Ok(())
 }
 
 /// The body of calls handing out one tensor computed from the context and a device.

@@ -102,6 +102,23 @@ pub(crate) unsafe fn write_data<T: Copy>(data: &[T], buf: *mut T, n_out: *mut us
     write_out(n_out, data.len());
 }
 
+/// The size probe for a slice result: writes `data` when it fits, its length always.
+///
+/// # Safety
+/// As for `fits` and `write_data`.
+pub(crate) unsafe fn write_sized<T: Copy>(
+    data: &[T],
+    buf: *mut T,
+    capacity: usize,
+    n_out: *mut usize,
+    what: &str,
+) -> Result<()> {
+    if fits(data.len(), buf, capacity, n_out, what)? {
+        write_data(data, buf, n_out);
+    }
+    Ok(())
+}
+
 /// `lengths` as n + 1 offsets (0, l0, l0 + l1, ...) into `offsets`.
 ///
 /// # Safety
@@ -146,9 +163,7 @@ pub unsafe extern "C" fn mc_encode(
         arg_out(n_tokens, "n_tokens")?;
         let tok = tokenizer(ctx)?;
         let ids = tok.encode_bytes(arg_slice(text as *const u8, text_len, "text")?)?;
-        if fits(ids.len(), tokens, capacity, n_tokens, "tokens")? {
-            write_data(&ids, tokens, n_tokens);
-        }
+        write_sized(&ids, tokens, capacity, n_tokens, "tokens")?;
         Ok(())
     })
 }
@@ -183,9 +198,7 @@ pub unsafe extern "C" fn mc_decode(
         let tok = tokenizer(ctx)?;
         let out = tok.decode(arg_slice(tokens, n, "tokens")?)?;
         let bytes = bytes as *mut u8;
-        if fits(out.len(), bytes, capacity, n_bytes, "bytes")? {
-            write_data(&out, bytes, n_bytes);
-        }
+        write_sized(&out, bytes, capacity, n_bytes, "bytes")?;
         Ok(())
     })
 }
@@ -215,9 +228,7 @@ pub unsafe extern "C" fn mc_decode_token(
         let tok = tokenizer(ctx)?;
         let out = tok.decode_token(token)?;
         let bytes = bytes as *mut u8;
-        if fits(out.len(), bytes, capacity, n_bytes, "bytes")? {
-            write_data(out, bytes, n_bytes);
-        }
+        write_sized(out, bytes, capacity, n_bytes, "bytes")?;
         Ok(())
     })
 }
