@@ -8,10 +8,12 @@
 #include "bench_common.h"
 
 static double forward(mc_context *ctx, int64_t *tokens, int64_t batch, int capture) {
-  mc_forward_request r = mc_forward_request_default();
+  mc_forward_request r;
+  check(mc_forward_request_init(&r, sizeof r), "mc_forward_request_init");
   mc_activation act = MC_ACT_MLP_POST_ACT;
   int32_t layer = MC_LAYER_ALL;
   r.tokens = tokens;
+  r.n_tokens = (size_t)(batch * 128);
   r.token_type = MC_TOKENS_INT64;
   r.batch = batch;
   r.seq_len = 128;

@@ -8,7 +8,8 @@
 
 /* Fetches `loc` for `layer` (MC_LAYER_ALL: stacked) converted to `dtype`, then frees it. */
 static void fetch(mc_context *ctx, mc_weight_location loc, int32_t layer, mc_dtype dtype) {
-  mc_weight_request r = mc_weight_request_default();
+  mc_weight_request r;
+  check(mc_weight_request_init(&r, sizeof r), "mc_weight_request_init");
   r.location = loc;
   r.layer = layer;
   r.dtype = dtype;

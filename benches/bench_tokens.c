@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
     size_t *offsets = malloc((count + 1) * sizeof *offsets);
     for (int r = 0; r < reps; r++) {
       double t = now();
-      check(mc_encode_batch(ctx, texts, lens, count, ids, total, offsets, &n_tokens),
+      check(mc_encode_batch(ctx, texts, lens, count, ids, total, offsets, count + 1, &n_tokens),
             "mc_encode_batch");
       t = now() - t;
       if (t < best) best = t;

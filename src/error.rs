@@ -18,6 +18,7 @@ pub enum ErrorKind {
     Network,
     Panic,
     Internal,
+    OutOfMemory,
 }
 
 /// A failure with its class and a message naming the precise cause (path, key, expected vs actual).
@@ -62,7 +63,9 @@ impl From<tch::TchError> for Error {
     fn from(e: tch::TchError) -> Self {
         let text = e.to_string();
         let lower = text.to_ascii_lowercase();
-        let kind = if lower.contains("cuda") || lower.contains("mps") || lower.contains("device") {
+        let kind = if lower.contains("out of memory") || lower.contains("can't allocate memory") {
+            ErrorKind::OutOfMemory
+        } else if lower.contains("cuda") || lower.contains("mps") || lower.contains("device") {
             ErrorKind::Device
         } else {
             ErrorKind::Internal

@@ -550,7 +550,7 @@ fn listing_shapes_and_weight_requests() {
     );
     assert_eq!(shape, [2, 4, 32, 8]);
 
-    let mut req = mc_weight_request_default();
+    let mut req = common::init(mc_weight_request_init);
     req.location = MC_WEIGHT_MLP_HIDDEN_BIAS;
     req.layer = MC_LAYER_ALL;
     req.dtype = model_context::ffi::model::MC_DTYPE_BFLOAT16;

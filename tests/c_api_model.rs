@@ -41,8 +41,9 @@ fn request(
     acts: &[i32],
     layers: &[i32],
 ) -> mc_forward_request {
-    let mut r = mc_forward_request_default();
+    let mut r = common::init(mc_forward_request_init);
     r.tokens = tokens.as_ptr().cast();
+    r.n_tokens = tokens.len();
     r.token_type = MC_TOKENS_UINT32;
     r.batch = batch;
     r.seq_len = seq;
@@ -160,7 +161,49 @@ fn bad_requests_have_their_status_and_leave_the_context_usable() {
         (
             request(&good, 0, 3, &[], &[]),
             MC_ERR_INVALID_ARGUMENT,
-            "empty batch",
+            "empty or overflowing batch",
+        ),
+        (
+            {
+                let mut r = request(&good, 1, 3, &[], &[]);
+                r.n_tokens = 2;
+                r
+            },
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->n_tokens` = 2 but batch * seq_len = 1 * 3 = 3",
+        ),
+        (
+            request(&good, 1, 5, &[], &[]),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->n_tokens` = 3 but batch * seq_len = 1 * 5 = 5",
+        ),
+        (
+            request(&good, 2, 3, &[], &[]),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->n_tokens` = 3 but batch * seq_len = 2 * 3 = 6",
+        ),
+        (
+            request(&good, i64::MAX, 2, &[], &[]),
+            MC_ERR_INVALID_ARGUMENT,
+            "empty or overflowing batch",
+        ),
+        (
+            {
+                let mut r = request(&good, 1, 3, &[], &[]);
+                r.n_pad = 3;
+                r
+            },
+            MC_ERR_NULL_ARGUMENT,
+            "`request->pad` is NULL but `request->n_pad` is 3",
+        ),
+        (
+            {
+                let mut r = request(&good, 1, 3, &[MC_ACT_MLP_PRE_ACT], &[0]);
+                r.layers = null();
+                r
+            },
+            MC_ERR_NULL_ARGUMENT,
+            "`request->layers` is NULL but its length is 1",
         ),
         (
             request(&good, 1, 3, &[99], &[0]),
@@ -185,7 +228,7 @@ fn bad_requests_have_their_status_and_leave_the_context_usable() {
                 r
             },
             MC_ERR_INVALID_ARGUMENT,
-            "pad mask has 2 entries",
+            "`request->n_pad` = 2 but batch * seq_len = 1 * 3 = 3",
         ),
         (
             {
@@ -194,7 +237,7 @@ fn bad_requests_have_their_status_and_leave_the_context_usable() {
                 r
             },
             MC_ERR_INVALID_ARGUMENT,
-            "token_type 5",
+            "`request->token_type` = 5",
         ),
         (
             {
@@ -239,7 +282,7 @@ fn bad_requests_have_their_status_and_leave_the_context_usable() {
             .unwrap(),
         "attn.qk_logits"
     );
-    let mut opts = mc_model_options_default();
+    let mut opts = common::init(mc_model_options_init);
     opts.simplify = true;
     assert_eq!(
         unsafe { mc_create_model(ctx, &opts) },
@@ -260,7 +303,7 @@ fn bad_requests_have_their_status_and_leave_the_context_usable() {
 fn sampling_through_the_c_api() {
     let ctx = open();
     let prompt = [464u32, 2068];
-    let mut opts = mc_sample_options_default();
+    let mut opts = common::init(mc_sample_options_init);
     opts.max_new_tokens = 6;
     opts.stop_at_end_of_text = false;
     let mut n = 0usize;

@@ -265,7 +265,7 @@ fn null_arguments() {
         );
         assert_eq!(tok, SENTINEL);
         expect(
-            mc_decode_token_list(ctx, ids.as_ptr(), 0, bp, 8, null_mut(), &mut n),
+            mc_decode_token_list(ctx, ids.as_ptr(), 0, bp, 8, null_mut(), 1, &mut n),
             MC_ERR_NULL_ARGUMENT,
             &["offsets"],
         );
@@ -277,16 +277,54 @@ fn null_arguments() {
                 bp,
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 null_mut(),
             ),
             MC_ERR_NULL_ARGUMENT,
             &["n_bytes"],
         );
         expect(
-            mc_decode_token_list(null(), ids.as_ptr(), 0, bp, 8, offsets.as_mut_ptr(), &mut n),
+            mc_decode_token_list(
+                null(),
+                ids.as_ptr(),
+                0,
+                bp,
+                8,
+                offsets.as_mut_ptr(),
+                offsets.len(),
+                &mut n,
+            ),
             MC_ERR_NULL_ARGUMENT,
             &["ctx"],
         );
+        // `offsets` must hold n + 1 entries: checked before any id is read, nothing written.
+        let mut few = [NSENT; 2];
+        let three = [464u32, 2068, 7586];
+        n = NSENT;
+        expect(
+            mc_decode_token_list(ctx, three.as_ptr(), 3, bp, 8, few.as_mut_ptr(), 2, &mut n),
+            MC_ERR_BUFFER_TOO_SMALL,
+            &["`offsets` holds 2 entries but 4 are needed"],
+        );
+        assert_eq!((few, n), ([NSENT; 2], NSENT));
+        let one = [tp];
+        let one_len = [3usize];
+        expect(
+            mc_encode_batch(
+                ctx,
+                one.as_ptr(),
+                one_len.as_ptr(),
+                1,
+                ids.as_mut_ptr(),
+                8,
+                few.as_mut_ptr(),
+                1,
+                &mut n,
+            ),
+            MC_ERR_BUFFER_TOO_SMALL,
+            &["`offsets` holds 1 entries but 2 are needed"],
+        );
+        assert_eq!((few, n), ([NSENT; 2], NSENT));
         let texts = [tp, null()];
         let lens = [3usize, 2];
         expect(
@@ -298,6 +336,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n,
             ),
             MC_ERR_NULL_ARGUMENT,
@@ -312,6 +351,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n,
             ),
             MC_ERR_NULL_ARGUMENT,
@@ -326,6 +366,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n,
             ),
             MC_ERR_NULL_ARGUMENT,
@@ -340,6 +381,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 null_mut(),
+                2,
                 &mut n,
             ),
             MC_ERR_NULL_ARGUMENT,
@@ -354,6 +396,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 null_mut(),
             ),
             MC_ERR_NULL_ARGUMENT,
@@ -368,6 +411,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n,
             ),
             MC_ERR_NULL_ARGUMENT,
@@ -385,6 +429,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n,
             ),
             MC_OK
@@ -399,6 +444,7 @@ fn null_arguments() {
                 null_mut(),
                 0,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n
             ),
             MC_OK
@@ -413,6 +459,7 @@ fn null_arguments() {
                 ids.as_mut_ptr(),
                 8,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n
             ),
             MC_OK
@@ -480,6 +527,7 @@ fn bad_utf8_names_the_offset() {
             ids.as_mut_ptr(),
             8,
             offsets.as_mut_ptr(),
+            offsets.len(),
             &mut n,
         )
     };
@@ -555,6 +603,7 @@ fn ids_outside_the_vocabulary() {
                 buf.as_mut_ptr() as *mut c_char,
                 64,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n,
             )
         };
@@ -684,6 +733,7 @@ fn size_probe_semantics() {
                 null_mut(),
                 0,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut len
             ),
             MC_OK
@@ -701,6 +751,7 @@ fn size_probe_semantics() {
             bytes.as_mut_ptr() as *mut c_char,
             3,
             offsets.as_mut_ptr(),
+            offsets.len(),
             &mut len,
         );
         expect(s, MC_ERR_BUFFER_TOO_SMALL, &[]);
@@ -715,6 +766,7 @@ fn size_probe_semantics() {
                 bytes.as_mut_ptr() as *mut c_char,
                 bytes.len(),
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut len
             ),
             MC_OK
@@ -750,6 +802,7 @@ fn size_probe_semantics() {
                 null_mut(),
                 0,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n
             ),
             MC_OK
@@ -767,6 +820,7 @@ fn size_probe_semantics() {
             ids.as_mut_ptr(),
             total - 1,
             offsets.as_mut_ptr(),
+            offsets.len(),
             &mut n,
         );
         expect(s, MC_ERR_BUFFER_TOO_SMALL, &[]);
@@ -782,6 +836,7 @@ fn size_probe_semantics() {
                 ids.as_mut_ptr(),
                 cap,
                 offsets.as_mut_ptr(),
+                offsets.len(),
                 &mut n
             ),
             MC_OK

@@ -203,8 +203,9 @@ fn run(ctx: Shared, op: &Op, made: &mut Vec<Handoff>) -> Vec<u8> {
                 MC_ACT_RESID_POST_EMB,
             ];
             let layers = [MC_LAYER_ALL, 1, MC_LAYER_NONE];
-            let mut r = mc_forward_request_default();
+            let mut r = common::init(mc_forward_request_init);
             r.tokens = TOKENS.as_ptr().cast();
+            r.n_tokens = TOKENS.len();
             r.token_type = MC_TOKENS_UINT32;
             r.batch = 2;
             r.seq_len = 8;

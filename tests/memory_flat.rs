@@ -81,8 +81,9 @@ fn weights_round(model: &CString, with_forward: bool) {
     unsafe { mc_string_free(json) };
     if with_forward {
         let tokens = [464u32, 2068, 7586, 21831, 11, 50256, 318, 257];
-        let mut r = mc_forward_request_default();
+        let mut r = common::init(mc_forward_request_init);
         r.tokens = tokens.as_ptr().cast();
+        r.n_tokens = tokens.len();
         r.token_type = MC_TOKENS_UINT32;
         r.batch = 1;
         r.seq_len = 8;

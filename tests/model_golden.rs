@@ -2,6 +2,7 @@
 //! (scripts/gen_model_golden.py, scripts/ref_model.py), padding, simplify and the seed's own
 //! weight test.
 mod common;
+use common::{load, max_diff, parse_key};
 use model_context::activations::Activation;
 use model_context::model::{ActivationKey, ForwardInput, ModelOptions};
 use model_context::{Device, ModelContext, OpenOptions, StandardModelContext, WeightLocation};
@@ -27,25 +28,6 @@ fn open(dir: &Path) -> StandardModelContext {
     StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
 }
 
-fn load(dir: &Path, entry: &Value) -> Tensor {
-    let bytes = std::fs::read(dir.join(entry["file"].as_str().unwrap())).unwrap();
-    let shape: Vec<i64> = serde_json::from_value(entry["shape"].clone()).unwrap();
-    Tensor::f_from_data_size(&bytes, &shape, Kind::Float).unwrap()
-}
-
-/// "attn.q.1" -> (attn.q, Some(1)); "resid.post_emb" -> (resid.post_emb, None).
-fn parse_key(key: &str) -> ActivationKey {
-    if let Some((loc, layer)) = key.rsplit_once('.') {
-        if let (Ok(l), Some(a)) = (layer.parse::<i64>(), Activation::from_name(loc)) {
-            return (a, Some(l));
-        }
-    }
-    (
-        Activation::from_name(key).unwrap_or_else(|| panic!("unknown key {key}")),
-        None,
-    )
-}
-
 fn input(case: &Value) -> ForwardInput {
     let rows: Vec<Vec<i64>> = serde_json::from_value(case["tokens"].clone()).unwrap();
     let pad: Option<Vec<Vec<bool>>> = serde_json::from_value(case["pad"].clone()).unwrap();
@@ -55,22 +37,6 @@ fn input(case: &Value) -> ForwardInput {
         tokens: rows.concat(),
         pad: pad.map(|p| p.concat()),
     }
-}
-
-/// Max |a - b| over entries where `keep` (broadcast) is true; -inf must match -inf exactly.
-fn max_diff(a: &Tensor, b: &Tensor, keep: Option<&Tensor>) -> f64 {
-    assert_eq!(a.size(), b.size());
-    let a = a.to_kind(Kind::Double);
-    let b = b.to_kind(Kind::Double);
-    let both_inf = a
-        .isinf()
-        .logical_and(&b.isinf())
-        .logical_and(&a.eq_tensor(&b));
-    let mut d = (&a - &b).abs().masked_fill(&both_inf, 0.0);
-    if let Some(k) = keep {
-        d = d.masked_fill(&k.logical_not(), 0.0);
-    }
-    d.nan_to_num(1e9, 1e9, 1e9).max().double_value(&[])
 }
 
 /// `[B, T, 1...]` true at non-padding positions, ready to broadcast against `like`.

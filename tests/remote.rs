@@ -2,6 +2,7 @@
 //! lazy fetching, the cache, fault injection (404, dropped connections, short bodies, 500s
 //! that recover, corrupt bodies), offline mode, named models through a mirror, the C
 //! options, and two processes fetching at once.
+mod common;
 use model_context::ffi::api::*;
 use model_context::ffi::status::*;
 use model_context::source::fetch::{checkpoint_dir, RetryPolicy};
@@ -631,7 +632,7 @@ fn c_open_options_carry_cache_mirror_offline_and_progress() {
     let cache_c = c(cache.path().to_str().unwrap());
     let base = c(&server.url("/m"));
     let counters = [AtomicU64::new(0), AtomicU64::new(0)];
-    let mut opts = mc_open_options_default();
+    let mut opts = common::init(mc_open_options_init);
     opts.device = c"cpu".as_ptr();
     opts.cache_dir = cache_c.as_ptr();
     opts.base_url = base.as_ptr();
@@ -662,37 +663,22 @@ fn c_open_options_carry_cache_mirror_offline_and_progress() {
     assert_eq!(out, sentinel);
     assert_eq!(server.log().len(), requests);
 
-    // An older caller's struct_size ends after `cache_dir`: the fields after it keep their
-    // defaults whatever the bytes hold (here offline and a progress callback, both ignored).
-    let mut old = mc_open_options_default();
+    // A struct_size below the 0.2 size (no caller of this rule can have one) is refused
+    // before anything is read: no request reaches the server.
+    let mut old = common::init(mc_open_options_init);
     old.struct_size = std::mem::offset_of!(mc_open_options, base_url) as u32;
-    old.device = c"cpu".as_ptr();
-    let scratch = tempfile::tempdir().unwrap();
-    let scratch_c = c(scratch.path().to_str().unwrap());
-    old.cache_dir = scratch_c.as_ptr();
-    old.offline = true;
-    old.progress = Some(count_progress);
-    old.progress_user_data = &counters as *const _ as *mut c_void;
-    let calls = counters[0].load(Ordering::SeqCst);
-    let url = server.url("/m/gpt2/medium");
-    let url_c = c(&url);
-    let mut ctx = std::ptr::null_mut();
-    let s = unsafe { mc_open_ex(url_c.as_ptr(), &old, &mut ctx) };
-    assert_eq!(s, MC_OK, "{}", unsafe {
-        CStr::from_ptr(mc_last_error()).to_string_lossy()
-    });
-    unsafe { mc_free(ctx) };
-    assert!(checkpoint_dir(scratch.path(), &url)
-        .join("config.json")
-        .is_file());
-    assert_eq!(
-        counters[0].load(Ordering::SeqCst),
-        calls,
-        "progress beyond struct_size was called"
-    );
+    let requests = server.log().len();
+    let url_c = c(&server.url("/m/gpt2/medium"));
+    let mut out = sentinel;
+    let s = unsafe { mc_open_ex(url_c.as_ptr(), &old, &mut out) };
+    assert_eq!(s, MC_ERR_INVALID_ARGUMENT);
+    assert_eq!(out, sentinel);
+    assert!(unsafe { CStr::from_ptr(mc_last_error()).to_string_lossy() }
+        .contains("`opts->struct_size` = 32, below 64"));
+    assert_eq!(server.log().len(), requests);
 
     // Bad strings in the new fields are named.
-    let mut bad = mc_open_options_default();
+    let mut bad = common::init(mc_open_options_init);
     let invalid = [0xffu8, 0];
     bad.base_url = invalid.as_ptr() as *const c_char;
     let s = unsafe { mc_open_ex(c"gpt2-small".as_ptr(), &bad, &mut ctx) };

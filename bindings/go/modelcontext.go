@@ -60,6 +60,7 @@ const (
 	ErrNetwork         Status = C.MC_ERR_NETWORK
 	ErrPanic           Status = C.MC_ERR_PANIC
 	ErrInternal        Status = C.MC_ERR_INTERNAL
+	ErrOutOfMemory     Status = C.MC_ERR_OUT_OF_MEMORY
 )
 
 // Error returns the status's constant name, e.g. "MC_ERR_NOT_FOUND".
@@ -199,7 +200,12 @@ func (c *Context) Weight(loc WeightLocation, layer int) (*Tensor, error) {
 func (c *Context) WeightWith(loc WeightLocation, layer int, o WeightOptions) (*Tensor, error) {
 	cd, free := cString(o.Device)
 	defer free()
-	req := C.mc_weight_request_default()
+	var req C.mc_weight_request
+	if err := call("mc_weight_request_init", func() C.mc_status {
+		return C.mc_weight_request_init(&req, C.size_t(unsafe.Sizeof(req)))
+	}); err != nil {
+		return nil, err
+	}
 	req.location = C.mc_weight_location(loc)
 	req.layer = C.int32_t(layer)
 	if o.Normalize {
@@ -348,7 +354,7 @@ func (c *Context) EncodeBatch(texts []string) ([][]uint32, error) {
 	var n C.size_t
 	err := c.use(func(p *C.mc_context) error {
 		return call("mc_encode_batch", func() C.mc_status {
-			return C.mc_encode_batch(p, &ptrs[0], &lens[0], C.size_t(len(texts)), idPtr(ids), C.size_t(len(ids)), &offsets[0], &n)
+			return C.mc_encode_batch(p, &ptrs[0], &lens[0], C.size_t(len(texts)), idPtr(ids), C.size_t(len(ids)), &offsets[0], C.size_t(len(offsets)), &n)
 		})
 	})
 	if err != nil {
@@ -371,7 +377,12 @@ type ModelOptions struct {
 // one with other options fails with ErrInvalidArgument (mc_create_model). Forward and Sample
 // create a default model when none exists.
 func (c *Context) CreateModel(opts ModelOptions) error {
-	o := C.mc_model_options_default()
+	var o C.mc_model_options
+	if err := call("mc_model_options_init", func() C.mc_status {
+		return C.mc_model_options_init(&o, C.size_t(unsafe.Sizeof(o)))
+	}); err != nil {
+		return err
+	}
 	o.simplify = C.bool(opts.Simplify)
 	o.dtype = C.mc_dtype(opts.DType)
 	return c.use(func(p *C.mc_context) error {
@@ -386,7 +397,8 @@ type ActivationRequest struct {
 	Layer      int
 }
 
-// ForwardRequest is a batch of token ids, row-major [Batch, SeqLen].
+// ForwardRequest is a batch of token ids, row-major [Batch, SeqLen]. The library checks
+// len(Tokens) (and len(Pad) when given) against Batch*SeqLen: a mismatch is an error.
 type ForwardRequest struct {
 	Tokens      []uint32
 	Batch       int
@@ -429,8 +441,14 @@ func (c *Context) Forward(r ForwardRequest) (*ForwardOutput, error) {
 	defer freeLayers()
 	cPad, freePad := cArray(pad)
 	defer freePad()
-	req := C.mc_forward_request_default()
+	var req C.mc_forward_request
+	if err := call("mc_forward_request_init", func() C.mc_status {
+		return C.mc_forward_request_init(&req, C.size_t(unsafe.Sizeof(req)))
+	}); err != nil {
+		return nil, err
+	}
 	req.tokens = tokens
+	req.n_tokens = C.size_t(len(r.Tokens))
 	req.token_type = C.MC_TOKENS_UINT32
 	req.batch = C.int64_t(r.Batch)
 	req.seq_len = C.int64_t(r.SeqLen)
@@ -504,7 +522,10 @@ type SampleOptions struct {
 // DefaultSampleOptions are the C library's defaults: greedy, 16 tokens, seed 0, stop at
 // <|endoftext|>.
 func DefaultSampleOptions() SampleOptions {
-	d := C.mc_sample_options_default()
+	d, err := sampleOptions()
+	if err != nil {
+		panic(err) // only a library that cannot fill its own struct gets here
+	}
 	return SampleOptions{
 		MaxNewTokens:    uint32(d.max_new_tokens),
 		Temperature:     float64(d.temperature),
@@ -514,9 +535,21 @@ func DefaultSampleOptions() SampleOptions {
 	}
 }
 
+// sampleOptions is the C struct filled by mc_sample_options_init for this binding's size.
+func sampleOptions() (C.mc_sample_options, error) {
+	var o C.mc_sample_options
+	err := call("mc_sample_options_init", func() C.mc_status {
+		return C.mc_sample_options_init(&o, C.size_t(unsafe.Sizeof(o)))
+	})
+	return o, err
+}
+
 // Sample continues prompt with up to opts.MaxNewTokens new ids (mc_sample).
 func (c *Context) Sample(prompt []uint32, opts SampleOptions) ([]uint32, error) {
-	o := C.mc_sample_options_default()
+	o, err := sampleOptions()
+	if err != nil {
+		return nil, err
+	}
 	o.max_new_tokens = C.uint32_t(opts.MaxNewTokens)
 	o.temperature = C.double(opts.Temperature)
 	o.top_p = C.double(opts.TopP)
@@ -524,7 +557,7 @@ func (c *Context) Sample(prompt []uint32, opts SampleOptions) ([]uint32, error) 
 	o.stop_at_end_of_text = C.bool(opts.StopAtEndOfText)
 	out := make([]uint32, opts.MaxNewTokens)
 	var n C.size_t
-	err := c.use(func(p *C.mc_context) error {
+	err = c.use(func(p *C.mc_context) error {
 		return call("mc_sample", func() C.mc_status {
 			return C.mc_sample(p, idPtr(prompt), C.size_t(len(prompt)), &o, idPtr(out), C.size_t(len(out)), &n)
 		})

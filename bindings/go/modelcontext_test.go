@@ -420,6 +420,43 @@ func TestForwardAndSample(t *testing.T) {
 	}
 }
 
+// Slices whose lengths disagree with Batch*SeqLen are errors every time, never a pass over
+// memory past the slice (the library checks n_tokens and n_pad against batch * seq_len).
+func TestForwardMismatchedSlices(t *testing.T) {
+	c := open(t)
+	ids := []uint32{464, 2068, 7586}
+	cases := []mc.ForwardRequest{
+		{Tokens: ids, Batch: 1, SeqLen: 5},                     // shorter than SeqLen
+		{Tokens: ids, Batch: 1, SeqLen: 2},                     // longer than SeqLen
+		{Tokens: ids, Batch: 4, SeqLen: 3},                     // more rows than given
+		{Tokens: nil, Batch: 1, SeqLen: 3},                     // no tokens at all
+		{Tokens: ids, Batch: 1, SeqLen: 3, Pad: []bool{false}}, // pad too short
+		{Tokens: ids, Batch: 1, SeqLen: 3, Pad: make([]bool, 9)},
+	}
+	for round := 0; round < 50; round++ {
+		for i, r := range cases {
+			out, err := c.Forward(r)
+			if err == nil {
+				out.Close()
+				t.Fatalf("case %d (round %d) accepted: %+v", i, round, r)
+			}
+			if !errors.Is(err, mc.ErrInvalidArgument) && !errors.Is(err, mc.ErrNullArgument) {
+				t.Fatalf("case %d: %v", i, err)
+			}
+		}
+	}
+	var e *mc.Error
+	_, err := c.Forward(cases[0])
+	if !errors.As(err, &e) || !strings.Contains(e.Message, "n_tokens` = 3 but batch * seq_len = 1 * 5 = 5") {
+		t.Fatalf("message does not name the counts: %v", err)
+	}
+	out, err := c.Forward(mc.ForwardRequest{Tokens: ids, Batch: 1, SeqLen: 3})
+	if err != nil {
+		t.Fatalf("the context is unusable after bad requests: %v", err)
+	}
+	out.Close()
+}
+
 func TestTensorsOutliveContext(t *testing.T) {
 	c, err := mc.Open(modelDir(t), "cpu")
 	if err != nil {

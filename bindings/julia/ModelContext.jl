@@ -237,8 +237,9 @@ end
 # The C request struct, field for field.
 struct mc_forward_request
     struct_size::UInt32
-    tokens::Ptr{Cvoid}
     token_type::Int32
+    tokens::Ptr{Cvoid}
+    n_tokens::Csize_t
     batch::Int64
     seq_len::Int64
     pad::Ptr{Bool}
@@ -275,10 +276,14 @@ activations named in `keep` (name or constant, with a layer, `MC_LAYER_ALL` or `
 function forward(ctx::Context, tokens::Vector{UInt32}; keep = Tuple{Any, Integer}[])
     acts = Int32[a isa AbstractString ? activation(a) : Int32(a) for (a, _) in keep]
     layers = Int32[l for (_, l) in keep]
-    d = ccall((:mc_forward_request_default, LIB), mc_forward_request, ())
+    init = Ref{mc_forward_request}()
+    check("mc_forward_request_init", ccall((:mc_forward_request_init, LIB), Int32,
+        (Ref{mc_forward_request}, Csize_t), init, sizeof(mc_forward_request)))
     out = Ref{Ptr{Cvoid}}(C_NULL)
     GC.@preserve tokens acts layers begin
-        req = mc_forward_request(d.struct_size, pointer(tokens), MC_TOKENS_UINT32, 1, length(tokens),
+        # n_tokens comes from the vector itself; the library checks it against batch * seq_len.
+        req = mc_forward_request(init[].struct_size, MC_TOKENS_UINT32, pointer(tokens), length(tokens),
+            1, length(tokens),
             C_NULL, 0, isempty(acts) ? C_NULL : pointer(acts), isempty(layers) ? C_NULL : pointer(layers), length(acts))
         check("mc_forward", ccall((:mc_forward, LIB), Int32,
             (Ptr{Cvoid}, Ref{mc_forward_request}, Ref{Ptr{Cvoid}}), ctx, req, out))

@@ -143,8 +143,10 @@ int main(int argc, char **argv) {
   /* Forward: keep mlp.post_act of layer 1 and the final layer norm's output. */
   mc_activation acts[2] = {MC_ACT_MLP_POST_ACT, MC_ACT_RESID_POST_LN_F};
   int32_t act_layers[2] = {1, MC_LAYER_NONE};
-  mc_forward_request req = mc_forward_request_default();
+  mc_forward_request req;
+  if (failed(mc_forward_request_init(&req, sizeof req), "mc_forward_request_init")) goto done;
   req.tokens = tokens;
+  req.n_tokens = n_tokens;
   req.token_type = MC_TOKENS_UINT32;
   req.batch = 1;
   req.seq_len = (int64_t)n_tokens;

@@ -110,8 +110,10 @@ inline ForwardOutput forward(const mc_context *c, const std::vector<uint32_t> &i
     acts.push_back(w.act);
     layers.push_back(w.layer);
   }
-  mc_forward_request req = mc_forward_request_default();
+  mc_forward_request req;
+  check(mc_forward_request_init(&req, sizeof req), "mc_forward_request_init");
   req.tokens = ids.data();
+  req.n_tokens = ids.size();
   req.token_type = MC_TOKENS_UINT32;
   req.batch = 1;
   req.seq_len = static_cast<int64_t>(ids.size());

@@ -18,8 +18,8 @@ MC_ACT_MLP_POST_ACT, MC_ACT_RESID_POST_LN_F, MC_ACT_LOGITS, MC_TOKENS_UINT32 = 1
 
 
 class ForwardRequest(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("tokens", ctypes.c_void_p), ("token_type", ctypes.c_int32),
-                ("batch", ctypes.c_int64), ("seq_len", ctypes.c_int64), ("pad", ctypes.c_void_p),
+    _fields_ = [("struct_size", ctypes.c_uint32), ("token_type", ctypes.c_int32), ("tokens", ctypes.c_void_p),
+                ("n_tokens", ctypes.c_size_t), ("batch", ctypes.c_int64), ("seq_len", ctypes.c_int64), ("pad", ctypes.c_void_p),
                 ("n_pad", ctypes.c_size_t), ("activations", ctypes.c_void_p), ("layers", ctypes.c_void_p),
                 ("n_activations", ctypes.c_size_t)]
 
@@ -61,7 +61,7 @@ def main(model):
                               ctypes.c_void_p]
     lib.mc_decode_token.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t,
                                     ctypes.c_void_p]
-    lib.mc_forward_request_default.restype = ForwardRequest
+    lib.mc_forward_request_init.argtypes = [ctypes.POINTER(ForwardRequest), ctypes.c_size_t]
     lib.mc_forward.argtypes = [ctypes.c_void_p, ctypes.POINTER(ForwardRequest), ctypes.c_void_p]
     lib.mc_forward_output_get.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p]
     lib.mc_forward_output_free.argtypes = [ctypes.c_void_p]
@@ -83,8 +83,9 @@ def main(model):
 
     acts = (ctypes.c_int32 * 2)(MC_ACT_MLP_POST_ACT, MC_ACT_RESID_POST_LN_F)
     layers = (ctypes.c_int32 * 2)(1, mc.MC_LAYER_NONE)
-    req = lib.mc_forward_request_default()
-    req.tokens, req.token_type = ctypes.cast(ids, ctypes.c_void_p), MC_TOKENS_UINT32
+    req = ForwardRequest()
+    check(lib, lib.mc_forward_request_init(ctypes.byref(req), ctypes.sizeof(req)), "mc_forward_request_init")
+    req.tokens, req.n_tokens, req.token_type = ctypes.cast(ids, ctypes.c_void_p), len(tokens), MC_TOKENS_UINT32
     req.batch, req.seq_len = 1, len(tokens)
     req.activations, req.layers, req.n_activations = ctypes.cast(acts, ctypes.c_void_p), ctypes.cast(layers, ctypes.c_void_p), 2
     out = ctypes.c_void_p()

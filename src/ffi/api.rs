@@ -18,9 +18,10 @@ pub struct mc_context {
     inner: Box<dyn ModelContext>,
 }
 
-/// A weight location: one of the `MC_WEIGHT_*` constants (the seed's `WeightLocationType`).
+/// A weight location: one of the `MC_WEIGHT_*` constants (transformer-debugger's
+/// `WeightLocationType`).
 pub type mc_weight_location = i32;
-/// A model dimension: one of the `MC_DIM_*` constants (the seed's `Dimension`).
+/// A model dimension: one of the `MC_DIM_*` constants (transformer-debugger's `Dimension`).
 pub type mc_dimension = i32;
 
 pub const MC_WEIGHT_MLP_TO_HIDDEN: mc_weight_location = 0;
@@ -36,7 +37,7 @@ pub const MC_WEIGHT_LAYER_NORM_GAIN_FINAL: mc_weight_location = 9;
 pub const MC_WEIGHT_LAYER_NORM_BIAS_FINAL: mc_weight_location = 10;
 pub const MC_WEIGHT_LAYER_NORM_GAIN_PRE_ATTN: mc_weight_location = 11;
 pub const MC_WEIGHT_LAYER_NORM_GAIN_PRE_MLP: mc_weight_location = 12;
-/// `[heads, d_head_qk]` (beyond the seed, as are the locations below).
+/// `[heads, d_head_qk]` (beyond transformer-debugger's list, as are the locations below).
 pub const MC_WEIGHT_ATTN_QUERY_BIAS: mc_weight_location = 13;
 /// `[heads, d_head_qk]`
 pub const MC_WEIGHT_ATTN_KEY_BIAS: mc_weight_location = 14;
@@ -72,26 +73,27 @@ pub const MC_DIM_COUNT: mc_dimension = 12;
 
 /// `layer` argument of a model-wide location.
 pub const MC_LAYER_NONE: i32 = -1;
-/// `layer` argument asking for every layer stacked (reserved; not supported yet).
+/// `layer` argument asking for every layer: per-layer weights stacked as `[n_layers, ...]`
+/// (`mc_get_weight_ex`), every layer's activation (`mc_forward_request.layers`).
 pub const MC_LAYER_ALL: i32 = -2;
 /// `normalize_dim` argument for no normalisation.
 pub const MC_DIM_NONE: mc_dimension = -1;
 
 pub const MC_VERSION_MAJOR: u32 = 0;
-pub const MC_VERSION_MINOR: u32 = 1;
+pub const MC_VERSION_MINOR: u32 = 2;
 pub const MC_VERSION_PATCH: u32 = 0;
 
-/// Options of `mc_open_ex`. Always start from `mc_open_options_default()`: fields are only
-/// ever appended, and `struct_size` tells the library which ones the caller knows.
+/// Options of `mc_open_ex`. Fill with `mc_open_options_init(&opts, sizeof opts)`, then set
+/// fields (docs/abi.md: fields are only appended, and zero in a new field is the old behaviour).
 #[repr(C)]
 pub struct mc_open_options {
-    /// Set by `mc_open_options_default` to `sizeof(mc_open_options)`; do not change.
+    /// The size the caller was compiled with, written by `mc_open_options_init`.
     pub struct_size: u32,
     /// "cpu", "cuda", "cuda:N" or "mps"; NULL: CUDA device 0 if available, else MPS, else CPU.
     /// Only read during the call.
     pub device: *const c_char,
-    /// Weight processing (docs/weight-processing.md), all false by default so weights are the
-    /// seed's: fold ln_1/ln_2 into the weights that read them.
+    /// Weight processing (docs/weight-processing.md), all false by default so weights are as
+    /// stored: fold ln_1/ln_2 into the weights that read them.
     pub fold_ln: bool,
     /// Subtract the d_model mean from every weight and bias writing to the residual stream.
     pub center_writing_weights: bool,
@@ -103,8 +105,10 @@ pub struct mc_open_options {
     /// else `$XDG_CACHE_HOME/model_context/models`, else `$HOME/.cache/model_context/models`.
     /// Only read during the call.
     pub cache_dir: *const c_char,
-    /// Base URL of the named models (a mirror); NULL: `$MC_MODEL_BASE_URL`, else the
-    /// transformer-debugger URL (spec section 8). Only read during the call.
+    /// Base URL of the named models (a mirror); NULL: `$MC_MODEL_BASE_URL`, else
+    /// transformer-debugger's public bucket
+    /// (`https://openaipublic.blob.core.windows.net/neuron-explainer/subject-models`).
+    /// Only read during the call.
     pub base_url: *const c_char,
     /// true: use the cache only and never connect; a piece missing from the cache is
     /// `MC_ERR_NOT_FOUND` naming it. false (default): `$MC_OFFLINE=1` also turns it on.
@@ -195,38 +199,59 @@ pub(crate) unsafe fn ctx_arg<'a>(ctx: *const mc_context) -> Result<&'a dyn Model
 
 /// The message of the last failed call on this thread (never NULL; "" before any failure).
 /// A successful call does not clear it. Valid until the next failing call on this thread.
+///
+/// Returns no status; never fails.
 #[no_mangle]
 pub extern "C" fn mc_last_error() -> *const c_char {
     last_error_ptr()
 }
 
 /// The library version ("MAJOR.MINOR.PATCH", static storage; do not free).
+///
+/// Returns no status; never fails.
 #[no_mangle]
 pub extern "C" fn mc_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }
 
-/// Default options: `struct_size` set, every other field at its documented default.
-#[no_mangle]
-pub extern "C" fn mc_open_options_default() -> mc_open_options {
-    mc_open_options {
-        struct_size: std::mem::size_of::<mc_open_options>() as u32,
-        device: std::ptr::null(),
-        fold_ln: false,
-        center_writing_weights: false,
-        center_unembed: false,
-        fold_value_biases: false,
-        cache_dir: std::ptr::null(),
-        base_url: std::ptr::null(),
-        offline: false,
-        progress: None,
-        progress_user_data: std::ptr::null_mut(),
+impl AbiStruct for mc_open_options {
+    const NAME: &'static str = "mc_open_options";
+    const MIN_SIZE: usize = 64;
+    unsafe fn write_defaults(p: *mut Self) {
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).device).write(std::ptr::null());
+        (&raw mut (*p).fold_ln).write(false);
+        (&raw mut (*p).center_writing_weights).write(false);
+        (&raw mut (*p).center_unembed).write(false);
+        (&raw mut (*p).fold_value_biases).write(false);
+        (&raw mut (*p).cache_dir).write(std::ptr::null());
+        (&raw mut (*p).base_url).write(std::ptr::null());
+        (&raw mut (*p).offline).write(false);
+        (&raw mut (*p).progress).write(None);
+        (&raw mut (*p).progress_user_data).write(std::ptr::null_mut());
     }
 }
 
+/// Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
+/// the defaults (default device, no processing, default cache, online, no progress) and sets
+/// `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`opts`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2
+/// size of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `opts` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_open_options_init(
+    opts: *mut mc_open_options,
+    size: usize,
+) -> mc_status {
+    init_struct(opts, size)
+}
+
 /// Opens `model`, reading only its config.json; pieces are read on first use. `model` is one of:
-/// a named model (`"gpt2-small"`, `"gpt2-medium"`, `"gpt2-large"`, `"gpt2-xl"`, spec
-/// section 8) or an `https://` / `http://` prefix of a transformer-debugger (TDB) checkpoint,
+/// a named model (`"gpt2-small"`, `"gpt2-medium"`, `"gpt2-large"`, `"gpt2-xl"`, fetched
+/// from `mc_open_options.base_url`) or an `https://` / `http://` prefix of a transformer-debugger (TDB) checkpoint,
 /// whose files are fetched on first use into the cache (see `mc_open_options`; a network
 /// failure is `MC_ERR_NETWORK`); a local TDB folder (config.json and model_pieces/); or a
 /// local Hugging Face GPT-2 folder (config.json with "model_type": "gpt2" and
@@ -240,6 +265,8 @@ pub extern "C" fn mc_open_options_default() -> mc_open_options {
 /// (`MC_ERR_UNSUPPORTED`, the message lists the known ones).
 /// On success `*out` receives a context to free with `mc_free`. Thread-safe.
 ///
+/// Errors: as for `mc_open_ex`.
+///
 /// # Safety
 /// `model` and `device` are NULL or NUL-terminated strings; `out` is NULL or writable.
 #[no_mangle]
@@ -248,12 +275,20 @@ pub unsafe extern "C" fn mc_open(
     device: *const c_char,
     out: *mut *mut mc_context,
 ) -> mc_status {
-    let mut opts = mc_open_options_default();
+    let mut opts = struct_defaults::<mc_open_options>();
     opts.device = device;
     mc_open_ex(model, &opts, out)
 }
 
 /// `mc_open` with options (see `mc_open_options`); `opts` NULL means the defaults.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`model`, `out`), `MC_ERR_INVALID_ARGUMENT` (a string not
+/// UTF-8, an unknown device string, `opts->struct_size` below the 0.2 size), `MC_ERR_NOT_FOUND`
+/// (no such folder or file; offline and not cached), `MC_ERR_IO`, `MC_ERR_FORMAT` (config.json
+/// malformed or missing a key), `MC_ERR_UNSUPPORTED` (a config the layout cannot represent, an
+/// unknown tiktoken encoding, a non-zero byte past the library's size of `opts`),
+/// `MC_ERR_DEVICE` (the device is absent), `MC_ERR_NETWORK` (a remote config could not be
+/// fetched), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `opts` is NULL or points to at least `opts->struct_size` readable bytes.
@@ -266,7 +301,7 @@ pub unsafe extern "C" fn mc_open_ex(
     guard(|| {
         arg_out(out, "out")?;
         let model = arg_str(model, "model")?;
-        let opts = read_options(opts, mc_open_options_default())?;
+        let opts = read_options(opts, "opts")?;
         let options = OpenOptions {
             device: device_arg(opts.device)?,
             processing: crate::processing::Processing {
@@ -296,6 +331,8 @@ pub unsafe extern "C" fn mc_open_ex(
 /// Frees a context (NULL: no-op). Tensors it handed out stay valid. Not concurrent with
 /// other calls on the same context.
 ///
+/// Returns no status; never fails.
+///
 /// # Safety
 /// `ctx` is NULL or a context from `mc_open`, not freed before.
 #[no_mangle]
@@ -305,7 +342,10 @@ pub unsafe extern "C" fn mc_free(ctx: *mut mc_context) {
     }
 }
 
-/// Looks up a weight location by the seed's name (e.g. "attn.to_query").
+/// Looks up a weight location by its transformer-debugger name (e.g. "attn.to_query").
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
+/// `MC_ERR_NOT_FOUND` (no such name), `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `name` is NULL or NUL-terminated; `out` is NULL or writable.
@@ -319,13 +359,18 @@ pub unsafe extern "C" fn mc_weight_location_from_name(
     })
 }
 
-/// The seed's name of a weight location (static storage), or NULL when out of range.
+/// The transformer-debugger name of a weight location (static storage), or NULL when out of range.
+///
+/// Returns no status; NULL is its only failure.
 #[no_mangle]
 pub extern "C" fn mc_weight_location_name(loc: mc_weight_location) -> *const c_char {
     location(loc).map_or(std::ptr::null(), |l| static_name(l.name()))
 }
 
 /// Whether a location is per-layer (takes a layer index) or model-wide (takes `MC_LAYER_NONE`).
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`out`), `MC_ERR_INVALID_ARGUMENT` (`loc` out of range),
+/// `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `out` is NULL or writable.
@@ -341,7 +386,10 @@ pub unsafe extern "C" fn mc_weight_location_per_layer(
     })
 }
 
-/// Looks up a dimension by the seed's name (e.g. "residual_stream_channels").
+/// Looks up a dimension by its transformer-debugger name (e.g. "residual_stream_channels").
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
+/// `MC_ERR_NOT_FOUND` (no such name), `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `name` is NULL or NUL-terminated; `out` is NULL or writable.
@@ -372,7 +420,9 @@ pub(crate) unsafe fn lookup_name(
     })
 }
 
-/// The seed's name of a dimension (static storage), or NULL when out of range.
+/// The transformer-debugger name of a dimension (static storage), or NULL when out of range.
+///
+/// Returns no status; NULL is its only failure.
 #[no_mangle]
 pub extern "C" fn mc_dimension_name(dim: mc_dimension) -> *const c_char {
     dimension(dim).map_or(std::ptr::null(), |d| static_name(d.name()))
@@ -398,6 +448,10 @@ pub(crate) fn static_name(name: &'static str) -> *const c_char {
 
 /// Size of a model dimension (`singleton` is 1; activation-only dimensions are an error).
 ///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`dim` out of
+/// range, or an activation-only dimension), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, for
+/// every dimension but the vocabulary), `MC_ERR_PANIC`.
+///
 /// # Safety
 /// `ctx` is NULL or a live context; `out` is NULL or writable.
 #[no_mangle]
@@ -414,13 +468,21 @@ pub unsafe extern "C" fn mc_dim_size(
     })
 }
 
-/// The weight at `loc` in the standard shape (spec section 3) as a versioned DLPack tensor.
+/// The weight at `loc` in its standard shape (the dimension order `mc_describe_json` lists for it) as a versioned DLPack tensor.
 /// `layer`: a layer index for per-layer locations, `MC_LAYER_NONE` for model-wide ones.
 /// `normalize_dim`: `MC_DIM_NONE`, or a dimension appearing exactly once in the shape to
 /// L2-normalise along. `device`: NULL for the context's. Free the result by calling its
 /// `deleter` (from any thread); it stays valid after `mc_free`. Without normalisation or a
 /// device change the tensor aliases the mapped file and carries `DLPACK_FLAG_BITMASK_READ_ONLY`.
 /// Thread-safe.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`loc`, `layer` or
+/// `normalize_dim` out of range or not fitting the location, a bad device string),
+/// `MC_ERR_NOT_FOUND` (a piece missing from the checkpoint), `MC_ERR_IO`, `MC_ERR_FORMAT` /
+/// `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file),
+/// `MC_ERR_SHAPE` (a piece whose shape disagrees with the config), `MC_ERR_DEVICE`,
+/// `MC_ERR_NETWORK` (a remote piece), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, or a
+/// stored dtype DLPack cannot carry), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `device` NULL or NUL-terminated; `out` NULL or writable.
@@ -443,6 +505,8 @@ pub unsafe extern "C" fn mc_get_weight(
 
 /// `mc_get_weight` returning a legacy `DLManagedTensor` (no version, no read-only flag),
 /// for consumers that only read the pre-1.0 struct (e.g. DLPack.jl). Free with its deleter.
+///
+/// Errors: as for `mc_get_weight`.
 ///
 /// # Safety
 /// As for `mc_get_weight`.
@@ -470,7 +534,7 @@ unsafe fn weight(
     normalize_dim: mc_dimension,
     device: *const c_char,
 ) -> Result<OwnedTensor> {
-    let mut req = mc_weight_request_default();
+    let mut req = struct_defaults::<mc_weight_request>();
     (req.location, req.layer, req.normalize_dim, req.device) = (loc, layer, normalize_dim, device);
     weight_ex(ctx, &req)
 }
@@ -490,10 +554,10 @@ unsafe fn weight_ex(ctx: *const mc_context, r: &mc_weight_request) -> Result<Own
     ctx.weight(&req)
 }
 
-/// A weight request for `mc_get_weight_ex`; start from `mc_weight_request_default()`.
+/// A weight request for `mc_get_weight_ex`; fill with `mc_weight_request_init(&r, sizeof r)`.
 #[repr(C)]
 pub struct mc_weight_request {
-    /// Set by `mc_weight_request_default`; do not change.
+    /// The size the caller was compiled with, written by `mc_weight_request_init`.
     pub struct_size: u32,
     pub location: mc_weight_location,
     /// A layer, `MC_LAYER_NONE` (model-wide locations) or `MC_LAYER_ALL` (per-layer locations
@@ -501,28 +565,49 @@ pub struct mc_weight_request {
     pub layer: i32,
     /// `MC_DIM_NONE` or a dimension appearing once in the location's shape.
     pub normalize_dim: mc_dimension,
-    /// NULL: the context's device. Only read during the call.
-    pub device: *const c_char,
     /// `MC_DTYPE_NONE` (default: as stored) or `MC_DTYPE_FLOAT32/FLOAT16/BFLOAT16`: converts
     /// only this result, never a copy of the model.
     pub dtype: mc_dtype,
+    /// NULL: the context's device. Only read during the call.
+    pub device: *const c_char,
 }
 
-/// Default request: location 0, `MC_LAYER_NONE`, `MC_DIM_NONE`, context's device, stored dtype.
-#[no_mangle]
-pub extern "C" fn mc_weight_request_default() -> mc_weight_request {
-    mc_weight_request {
-        struct_size: std::mem::size_of::<mc_weight_request>() as u32,
-        location: 0,
-        layer: MC_LAYER_NONE,
-        normalize_dim: MC_DIM_NONE,
-        device: std::ptr::null(),
-        dtype: MC_DTYPE_NONE,
+impl AbiStruct for mc_weight_request {
+    const NAME: &'static str = "mc_weight_request";
+    const MIN_SIZE: usize = 32;
+    unsafe fn write_defaults(p: *mut Self) {
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).location).write(0);
+        (&raw mut (*p).layer).write(MC_LAYER_NONE);
+        (&raw mut (*p).normalize_dim).write(MC_DIM_NONE);
+        (&raw mut (*p).device).write(std::ptr::null());
+        (&raw mut (*p).dtype).write(MC_DTYPE_NONE);
     }
+}
+
+/// Fills `*req` for the caller's `size` (pass `sizeof *req`): zeroes all `size` bytes, writes
+/// the defaults (location 0, `MC_LAYER_NONE`, `MC_DIM_NONE`, the context's device, the stored
+/// dtype) and sets `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`req`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2 size
+/// of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `req` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_weight_request_init(
+    req: *mut mc_weight_request,
+    size: usize,
+) -> mc_status {
+    init_struct(req, size)
 }
 
 /// `mc_get_weight` with every option (`mc_weight_request`: stacks over layers, dtype
 /// conversion). Free the result with its deleter. Thread-safe.
+///
+/// Errors: as for `mc_get_weight`, and `MC_ERR_NULL_ARGUMENT` (`req`),
+/// `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the 0.2 size, `req->dtype` out of
+/// range), `MC_ERR_UNSUPPORTED` (a non-zero byte past the library's size of the struct).
 ///
 /// # Safety
 /// `ctx` NULL or live; `req` NULL or valid for `req->struct_size` bytes; `out` NULL or writable.
@@ -534,8 +619,7 @@ pub unsafe extern "C" fn mc_get_weight_ex(
 ) -> mc_status {
     guard(|| {
         arg_out(out, "out")?;
-        arg_ref(req, "req")?;
-        let r = read_options(req, mc_weight_request_default())?;
+        let r = read_request(req, "req")?;
         write_out(out, export_versioned(weight_ex(ctx, &r)?)?);
         Ok(())
     })
@@ -543,6 +627,10 @@ pub unsafe extern "C" fn mc_get_weight_ex(
 
 /// The shape a weight request for `loc` and `layer` returns (size probe: `shape` NULL with
 /// `capacity` 0 gives `MC_OK` and `*ndim`; at most 4 dimensions). Reads no piece. Thread-safe.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `ndim`), `MC_ERR_INVALID_ARGUMENT` (`loc` or `layer`
+/// out of range), `MC_ERR_UNSUPPORTED` (a tokenizer-only context), `MC_ERR_BUFFER_TOO_SMALL`
+/// (`capacity` below the rank: `*ndim` is the rank, `shape` untouched), `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `ctx` NULL or live; `shape` NULL or valid for `capacity` values; `ndim` NULL or writable.
@@ -567,6 +655,8 @@ pub unsafe extern "C" fn mc_weight_shape(
 ///   "dimensions": [{"name", "id", "size" (null for activation-only dimensions)}],
 ///   "activations": [{"name", "id", "per_layer", "dims": [names]}]}`.
 /// Free `*out` with `mc_string_free`. Thread-safe.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `ctx` NULL or live; `out` NULL or writable.
@@ -631,7 +721,9 @@ fn describe(ctx: &dyn ModelContext) -> Result<serde_json::Value> {
     Ok(json!({"weights": weights, "dimensions": dimensions, "activations": activations}))
 }
 
-/// The seed's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.
+/// transformer-debugger's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.
+///
+/// Errors: as for `mc_get_weight`.
 ///
 /// # Safety
 /// As for `mc_get_weight`.
@@ -644,8 +736,10 @@ pub unsafe extern "C" fn mc_get_embedding(
     tensor_out(ctx, device, out, |c, d| c.get_embedding(d))
 }
 
-/// The seed's `get_unembedding_with_ln_gain`: `[d_model, vocab_size]` rows scaled by the
+/// transformer-debugger's `get_unembedding_with_ln_gain`: `[d_model, vocab_size]` rows scaled by the
 /// final layer-norm gain (a new, writable tensor). Free with its deleter.
+///
+/// Errors: as for `mc_get_weight`.
 ///
 /// # Safety
 /// As for `mc_get_weight`.
@@ -661,6 +755,9 @@ pub unsafe extern "C" fn mc_get_unembedding_with_ln_gain(
 /// The config dictionary as JSON (the seven keys of config.json). Free `*out` with
 /// `mc_string_free`.
 ///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_UNSUPPORTED` (a tokenizer-only
+/// context), `MC_ERR_PANIC`.
+///
 /// # Safety
 /// `ctx` is NULL or a live context; `out` is NULL or writable.
 #[no_mangle]
@@ -672,6 +769,8 @@ pub unsafe extern "C" fn mc_config_json(
 }
 
 /// Frees a string handed out by this library (NULL: no-op).
+///
+/// Returns no status; never fails.
 ///
 /// # Safety
 /// `s` is NULL or a string from this library, not freed before.

@@ -96,6 +96,23 @@ pub(crate) unsafe fn arg_ref<'a, T>(p: *const T, what: &str) -> Result<&'a T> {
         .ok_or_else(|| err(ErrorKind::NullArgument, format!("`{what}` is NULL")))
 }
 
+/// `n` elements at `p`: NULL is allowed only with `n == 0`.
+///
+/// # Safety
+/// `p` is NULL or valid for reads of `n` elements for `'a`.
+pub(crate) unsafe fn arg_slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(err(
+            ErrorKind::NullArgument,
+            format!("`{what}` is NULL but its length is {n}"),
+        ));
+    }
+    Ok(std::slice::from_raw_parts(p, n))
+}
+
 /// Checks an out-pointer up front, so the body can fail before doing any work.
 pub(crate) fn arg_out<T>(p: *mut T, what: &str) -> Result<()> {
     if p.is_null() {
@@ -105,40 +122,126 @@ pub(crate) fn arg_out<T>(p: *mut T, what: &str) -> Result<()> {
     }
 }
 
-/// Reads an options struct whose first field is `uint32_t struct_size`: the caller's bytes
-/// over `defaults`, only as many as it says it has (an older caller knows fewer fields).
-/// Fields are only ever appended after the previous version's `sizeof`.
+/// An options or request struct of the C ABI. It starts with `uint32_t struct_size`, the size
+/// the caller was compiled with; `MIN_SIZE` is its size in ABI 0.2, the first version of this
+/// rule. Fields are only appended, at offsets at or past the previous version's size, and a
+/// zero in an appended field always means "behave as before".
+pub(crate) trait AbiStruct: Sized {
+    /// The C name, for messages.
+    const NAME: &'static str;
+    /// Its size in ABI 0.2 (pinned by `tests/abi_layout.rs`).
+    const MIN_SIZE: usize;
+    /// Writes every field's default, field by field, so padding keeps what it held.
+    ///
+    /// # Safety
+    /// `p` is valid for writes of `size_of::<Self>()` bytes.
+    unsafe fn write_defaults(p: *mut Self);
+}
+
+/// The library's defaults in a zeroed buffer (padding included).
+fn zeroed_defaults<T: AbiStruct>() -> std::mem::MaybeUninit<T> {
+    let mut buf = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: the buffer holds size_of::<T>() writable bytes.
+    unsafe { T::write_defaults(buf.as_mut_ptr()) };
+    buf
+}
+
+/// The body of every `mc_<struct>_init(p, size)`: zeroes `size` bytes, writes the defaults of
+/// the fields within them and sets `struct_size = size`. A size below the minimum writes nothing.
 ///
 /// # Safety
-/// `p` is NULL or points to at least `p->struct_size` readable bytes.
-pub(crate) unsafe fn read_options<T>(p: *const T, defaults: T) -> Result<T> {
-    let mut opts = defaults;
-    if p.is_null() {
-        return Ok(opts);
-    }
-    let size = std::mem::size_of::<T>();
+/// `p` is NULL or valid for writes of `size` bytes.
+pub(crate) unsafe fn init_struct<T: AbiStruct>(p: *mut T, size: usize) -> mc_status {
+    guard(|| {
+        arg_out(p, "p")?;
+        if size < T::MIN_SIZE || size > u32::MAX as usize {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{}_init: size {size} is not a size of {} (at least {}, its size in ABI \
+                     0.2; pass sizeof the struct)",
+                    T::NAME,
+                    T::NAME,
+                    T::MIN_SIZE
+                ),
+            ));
+        }
+        let defaults = zeroed_defaults::<T>();
+        let bytes = p as *mut u8;
+        let known = size.min(std::mem::size_of::<T>());
+        std::ptr::copy_nonoverlapping(defaults.as_ptr() as *const u8, bytes, known);
+        std::ptr::write_bytes(bytes.add(known), 0, size - known);
+        (bytes as *mut u32).write_unaligned(size as u32);
+        Ok(())
+    })
+}
+
+/// Reads a struct filled by its `_init`: exactly `struct_size` bytes over the defaults. A
+/// size below the minimum is `InvalidArgument`; bytes past the library's size must be zero
+/// (fields of a newer version left at "behave as before"), else `Unsupported` with the offset.
+///
+/// # Safety
+/// `p` is non-NULL and points to at least `p->struct_size` readable bytes.
+unsafe fn read_struct<T: AbiStruct>(p: *const T, what: &str) -> Result<T> {
     let given = std::ptr::read_unaligned(p as *const u32) as usize;
-    if given < std::mem::size_of::<u32>() {
+    if given < T::MIN_SIZE {
         return Err(err(
             ErrorKind::InvalidArgument,
             format!(
-                "{}.struct_size = {given}: start from its _default() function",
-                std::any::type_name::<T>()
-                    .rsplit("::")
-                    .next()
-                    .unwrap_or("options")
+                "`{what}->struct_size` = {given}, below {} (sizeof {} in ABI 0.2): fill it \
+                 with {}_init(&s, sizeof s)",
+                T::MIN_SIZE,
+                T::NAME,
+                T::NAME
             ),
         ));
     }
-    // Keep our own struct_size (the first 4 bytes) and copy the caller's fields after it.
-    let n = given.min(size);
-    let header = std::mem::size_of::<u32>();
-    std::ptr::copy_nonoverlapping(
-        (p as *const u8).add(header),
-        (&mut opts as *mut T as *mut u8).add(header),
-        n - header,
-    );
-    Ok(opts)
+    let size = std::mem::size_of::<T>();
+    let bytes = p as *const u8;
+    if given > size {
+        let tail = std::slice::from_raw_parts(bytes.add(size), given - size);
+        if let Some(i) = tail.iter().position(|&b| b != 0) {
+            return Err(err(
+                ErrorKind::Unsupported,
+                format!(
+                    "{} (`{what}`): byte at offset {} is non-zero, past the {size} bytes this \
+                     library (model_context {}) knows; a field of a newer version is set",
+                    T::NAME,
+                    size + i,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            ));
+        }
+    }
+    let mut opts = zeroed_defaults::<T>();
+    std::ptr::copy_nonoverlapping(bytes, opts.as_mut_ptr() as *mut u8, given.min(size));
+    Ok(opts.assume_init())
+}
+
+/// An options struct argument: NULL means every default.
+///
+/// # Safety
+/// As for `read_struct`, or `p` NULL.
+pub(crate) unsafe fn read_options<T: AbiStruct>(p: *const T, what: &str) -> Result<T> {
+    if p.is_null() {
+        return Ok(zeroed_defaults::<T>().assume_init());
+    }
+    read_struct(p, what)
+}
+
+/// A request struct argument: NULL is `NullArgument`.
+///
+/// # Safety
+/// As for `read_struct`, or `p` NULL.
+pub(crate) unsafe fn read_request<T: AbiStruct>(p: *const T, what: &str) -> Result<T> {
+    arg_ref(p, what)?;
+    read_struct(p, what)
+}
+
+/// The library's defaults of a struct, for internal short forms (`mc_open` over `mc_open_ex`).
+pub(crate) fn struct_defaults<T: AbiStruct>() -> T {
+    // SAFETY: every field was written by write_defaults; padding is zero.
+    unsafe { zeroed_defaults::<T>().assume_init() }
 }
 
 /// Writes an out-parameter; only called on success, after `arg_out` checked the pointer.

@@ -11,7 +11,7 @@ use crate::model::{ActivationKey, ForwardInput, ForwardOutput, ModelDType, Model
 use crate::sampling::{sample, SampleOptions};
 use std::ffi::c_void;
 
-/// An activation location: one of the `MC_ACT_*` constants (spec section 6's names).
+/// An activation location: one of the `MC_ACT_*` constants (transformer-debugger's names).
 pub type mc_activation = i32;
 /// A model dtype: `MC_DTYPE_FLOAT32`, `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
 pub type mc_dtype = i32;
@@ -50,57 +50,65 @@ pub const MC_DTYPE_BFLOAT16: mc_dtype = 2;
 pub const MC_TOKENS_INT64: mc_token_type = 0;
 pub const MC_TOKENS_UINT32: mc_token_type = 1;
 
-/// Options of `mc_create_model`; start from `mc_model_options_default()`.
+/// Options of `mc_create_model`; fill with `mc_model_options_init(&o, sizeof o)`.
 #[repr(C)]
 pub struct mc_model_options {
-    /// Set by `mc_model_options_default`; do not change.
+    /// The size the caller was compiled with, written by `mc_model_options_init`.
     pub struct_size: u32,
-    /// Fold each block's layer norms into the following weights (the seed's `simplify`).
+    /// Fold each block's layer norms into the following weights (transformer-debugger's
+    /// `simplify`).
     pub simplify: bool,
     /// `MC_DTYPE_FLOAT32` (default), `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
     pub dtype: mc_dtype,
 }
 
-/// A forward pass request; start from `mc_forward_request_default()`. Every pointer is only
-/// read during the call.
+/// A forward pass request; fill with `mc_forward_request_init(&r, sizeof r)`. Every pointer is
+/// only read during the call.
 #[repr(C)]
 pub struct mc_forward_request {
-    /// Set by `mc_forward_request_default`; do not change.
+    /// The size the caller was compiled with, written by `mc_forward_request_init`.
     pub struct_size: u32,
-    /// `batch * seq_len` token ids, row-major, of type `token_type`.
-    pub tokens: *const c_void,
+    /// The type of `tokens`' elements: `MC_TOKENS_INT64` (default) or `MC_TOKENS_UINT32`.
     pub token_type: mc_token_type,
+    /// `n_tokens` token ids, row-major `[batch, seq_len]`.
+    pub tokens: *const c_void,
+    /// Elements at `tokens`; must equal `batch * seq_len`.
+    pub n_tokens: usize,
+    /// Rows (at least 1).
     pub batch: i64,
+    /// Positions per row (at least 1, at most the context window).
     pub seq_len: i64,
     /// NULL (no padding) or `n_pad` flags, true where a position is padding; rows must be
     /// right-padded. The inverse of Hugging Face's `attention_mask`.
     pub pad: *const bool,
     /// Must equal `batch * seq_len` when `pad` is given.
     pub n_pad: usize,
-    /// `n_activations` requested locations with their `layers` (a layer index,
-    /// `MC_LAYER_ALL` for every layer, or `MC_LAYER_NONE` for model-wide locations).
+    /// `n_activations` requested locations; NULL only when `n_activations` is 0.
     /// Only these are kept; the logits always are.
     pub activations: *const mc_activation,
+    /// `n_activations` layers, one per location: a layer index, `MC_LAYER_ALL` for every
+    /// layer, or `MC_LAYER_NONE` for model-wide locations.
     pub layers: *const i32,
+    /// Elements at `activations` and at `layers` (one count for both).
     pub n_activations: usize,
 }
 
-/// Options of `mc_sample`; start from `mc_sample_options_default()`.
+/// Options of `mc_sample`; fill with `mc_sample_options_init(&o, sizeof o)`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct mc_sample_options {
-    /// Set by `mc_sample_options_default`; do not change.
+    /// The size the caller was compiled with, written by `mc_sample_options_init`.
     pub struct_size: u32,
     /// Most tokens to produce (default 16).
     pub max_new_tokens: u32,
+    /// Stop after `<|endoftext|>` (default true).
+    pub stop_at_end_of_text: bool,
     /// 0 (default): greedy; otherwise the softmax temperature.
     pub temperature: f64,
     /// Nucleus sampling mass in (0, 1]; 1 (default) disables it.
     pub top_p: f64,
     /// Seed of the sampler's random stream (ChaCha8); equal seeds give equal samples.
     pub seed: u64,
-    /// Stop after `<|endoftext|>` (default true).
-    pub stop_at_end_of_text: bool,
 }
 
 /// The result of `mc_forward` (opaque): logits and the requested activations.
@@ -118,52 +126,108 @@ fn activation(a: mc_activation) -> Result<Activation> {
     })
 }
 
-/// Default model options: float32, not simplified.
-#[no_mangle]
-pub extern "C" fn mc_model_options_default() -> mc_model_options {
-    mc_model_options {
-        struct_size: std::mem::size_of::<mc_model_options>() as u32,
-        simplify: false,
-        dtype: MC_DTYPE_FLOAT32,
+impl AbiStruct for mc_model_options {
+    const NAME: &'static str = "mc_model_options";
+    const MIN_SIZE: usize = 12;
+    unsafe fn write_defaults(p: *mut Self) {
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).simplify).write(false);
+        (&raw mut (*p).dtype).write(MC_DTYPE_FLOAT32);
     }
 }
 
-/// An empty request (no tokens, no padding, no activations, int64 ids).
-#[no_mangle]
-pub extern "C" fn mc_forward_request_default() -> mc_forward_request {
-    mc_forward_request {
-        struct_size: std::mem::size_of::<mc_forward_request>() as u32,
-        tokens: std::ptr::null(),
-        token_type: MC_TOKENS_INT64,
-        batch: 0,
-        seq_len: 0,
-        pad: std::ptr::null(),
-        n_pad: 0,
-        activations: std::ptr::null(),
-        layers: std::ptr::null(),
-        n_activations: 0,
+impl AbiStruct for mc_forward_request {
+    const NAME: &'static str = "mc_forward_request";
+    const MIN_SIZE: usize = 80;
+    unsafe fn write_defaults(p: *mut Self) {
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).token_type).write(MC_TOKENS_INT64);
+        (&raw mut (*p).tokens).write(std::ptr::null());
+        (&raw mut (*p).n_tokens).write(0);
+        (&raw mut (*p).batch).write(0);
+        (&raw mut (*p).seq_len).write(0);
+        (&raw mut (*p).pad).write(std::ptr::null());
+        (&raw mut (*p).n_pad).write(0);
+        (&raw mut (*p).activations).write(std::ptr::null());
+        (&raw mut (*p).layers).write(std::ptr::null());
+        (&raw mut (*p).n_activations).write(0);
     }
 }
 
-/// Default sampling: greedy, 16 tokens, seed 0, stop at `<|endoftext|>`.
-#[no_mangle]
-pub extern "C" fn mc_sample_options_default() -> mc_sample_options {
-    let d = SampleOptions::default();
-    mc_sample_options {
-        struct_size: std::mem::size_of::<mc_sample_options>() as u32,
-        max_new_tokens: d.max_new_tokens as u32,
-        temperature: d.temperature,
-        top_p: d.top_p,
-        seed: d.seed,
-        stop_at_end_of_text: true,
+impl AbiStruct for mc_sample_options {
+    const NAME: &'static str = "mc_sample_options";
+    const MIN_SIZE: usize = 40;
+    unsafe fn write_defaults(p: *mut Self) {
+        let d = SampleOptions::default();
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).max_new_tokens).write(d.max_new_tokens as u32);
+        (&raw mut (*p).stop_at_end_of_text).write(true);
+        (&raw mut (*p).temperature).write(d.temperature);
+        (&raw mut (*p).top_p).write(d.top_p);
+        (&raw mut (*p).seed).write(d.seed);
     }
 }
 
-/// Creates the context's model (the seed's `get_or_create_model`) with `opts` (NULL: the
+/// Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
+/// the defaults (float32, not simplified) and sets `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`opts`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2
+/// size of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `opts` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_model_options_init(
+    opts: *mut mc_model_options,
+    size: usize,
+) -> mc_status {
+    init_struct(opts, size)
+}
+
+/// Fills `*req` for the caller's `size` (pass `sizeof *req`): zeroes all `size` bytes, writes
+/// the defaults (no tokens, int64 ids, no padding, no activations) and sets `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`req`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2 size
+/// of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `req` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_forward_request_init(
+    req: *mut mc_forward_request,
+    size: usize,
+) -> mc_status {
+    init_struct(req, size)
+}
+
+/// Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
+/// the defaults (greedy, 16 tokens, seed 0, stop at `<|endoftext|>`) and sets
+/// `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`opts`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2
+/// size of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `opts` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_sample_options_init(
+    opts: *mut mc_sample_options,
+    size: usize,
+) -> mc_status {
+    init_struct(opts, size)
+}
+
+/// Creates the context's model (transformer-debugger's `get_or_create_model`) with `opts` (NULL: the
 /// defaults) on the context's device. The first creation wins: a later call with different
 /// options fails with `MC_ERR_INVALID_ARGUMENT`. From then on `mc_get_weight` reads the
 /// model's parameters (after simplify, the folded values). `mc_forward` and `mc_sample`
 /// create a default model when none exists. Thread-safe.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`), `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below
+/// the 0.2 size, `opts->dtype` out of range or `MC_DTYPE_NONE`, options differing from the
+/// model already created), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past
+/// the library's size of `opts`), every error of reading a weight (see `mc_get_weight`),
+/// `MC_ERR_DEVICE`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `opts` NULL or valid for `opts->struct_size` bytes.
@@ -174,7 +238,7 @@ pub unsafe extern "C" fn mc_create_model(
 ) -> mc_status {
     guard(|| {
         let ctx = ctx_arg(ctx)?;
-        let o = read_options(opts, mc_model_options_default())?;
+        let o = read_options(opts, "opts")?;
         let dtype = dtype_arg(o.dtype)?.ok_or_else(|| {
             err(
                 ErrorKind::InvalidArgument,
@@ -203,39 +267,72 @@ pub(crate) fn dtype_arg(d: mc_dtype) -> Result<Option<ModelDType>> {
     }
 }
 
+/// `request->n_tokens`, checked against `batch * seq_len` before a single id is read.
+fn check_count(n: usize, r: &mc_forward_request, what: &str) -> Result<()> {
+    let expected = r
+        .batch
+        .checked_mul(r.seq_len)
+        .filter(|_| r.batch > 0 && r.seq_len > 0);
+    match expected {
+        Some(e) if e as u64 == n as u64 => Ok(()),
+        Some(e) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "`request->{what}` = {n} but batch * seq_len = {} * {} = {e}",
+                r.batch, r.seq_len
+            ),
+        )),
+        None => Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "empty or overflowing batch: batch = {}, seq_len = {} (each at least 1)",
+                r.batch, r.seq_len
+            ),
+        )),
+    }
+}
+
 unsafe fn tokens_arg(r: &mc_forward_request) -> Result<Vec<i64>> {
-    let n = usize::try_from(r.batch.max(0).saturating_mul(r.seq_len.max(0)))
-        .map_err(|_| err(ErrorKind::InvalidArgument, "batch * seq_len overflows"))?;
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    if r.tokens.is_null() {
-        return Err(err(ErrorKind::NullArgument, "`request->tokens` is NULL"));
-    }
+    check_count(r.n_tokens, r, "n_tokens")?;
+    let n = r.n_tokens;
     Ok(match r.token_type {
-        MC_TOKENS_INT64 => std::slice::from_raw_parts(r.tokens as *const i64, n).to_vec(),
-        MC_TOKENS_UINT32 => std::slice::from_raw_parts(r.tokens as *const u32, n)
+        MC_TOKENS_INT64 => arg_slice(r.tokens as *const i64, n, "request->tokens")?.to_vec(),
+        MC_TOKENS_UINT32 => arg_slice(r.tokens as *const u32, n, "request->tokens")?
             .iter()
             .map(|&t| t as i64)
             .collect(),
         t => {
             return Err(err(
                 ErrorKind::InvalidArgument,
-                format!("token_type {t} out of range (MC_TOKENS_INT64 or MC_TOKENS_UINT32)"),
+                format!(
+                    "`request->token_type` = {t} is out of range (MC_TOKENS_INT64 or \
+                     MC_TOKENS_UINT32)"
+                ),
             ))
         }
     })
+}
+
+unsafe fn pad_arg(r: &mc_forward_request) -> Result<Option<Vec<bool>>> {
+    if r.pad.is_null() {
+        return match r.n_pad {
+            0 => Ok(None),
+            n => Err(err(
+                ErrorKind::NullArgument,
+                format!("`request->pad` is NULL but `request->n_pad` is {n}"),
+            )),
+        };
+    }
+    check_count(r.n_pad, r, "n_pad")?;
+    Ok(Some(arg_slice(r.pad, r.n_pad, "request->pad")?.to_vec()))
 }
 
 unsafe fn wanted_arg(r: &mc_forward_request, n_layers: i64) -> Result<Vec<ActivationKey>> {
     if r.n_activations == 0 {
         return Ok(Vec::new());
     }
-    let acts = std::slice::from_raw_parts(
-        arg_ref(r.activations, "request->activations")?,
-        r.n_activations,
-    );
-    let layers = std::slice::from_raw_parts(arg_ref(r.layers, "request->layers")?, r.n_activations);
+    let acts = arg_slice(r.activations, r.n_activations, "request->activations")?;
+    let layers = arg_slice(r.layers, r.n_activations, "request->layers")?;
     let mut wanted = Vec::new();
     for (&a, &l) in acts.iter().zip(layers) {
         let act = activation(a)?;
@@ -261,6 +358,15 @@ unsafe fn wanted_arg(r: &mc_forward_request, n_layers: i64) -> Result<Vec<Activa
 /// requested activations, each `[batch, ...per-sequence shape]`, in `*out` (free with
 /// `mc_forward_output_free`). Creates a default model if the context has none. Thread-safe.
 ///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, or an array NULL with a non-zero
+/// length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the 0.2 size; `batch` or
+/// `seq_len` below 1 or `seq_len` above the context window; `n_tokens` or `n_pad` not `batch *
+/// seq_len`; `token_type`, an activation or a layer out of range; a pad row not right-padded),
+/// `MC_ERR_TOKEN` (an id outside the vocabulary, with its position), `MC_ERR_UNSUPPORTED` (a
+/// tokenizer-only context, a non-zero byte past the library's size of `req`), the errors of
+/// `mc_create_model` when it creates the model, `MC_ERR_DEVICE`, `MC_ERR_OUT_OF_MEMORY`,
+/// `MC_ERR_PANIC`.
+///
 /// # Safety
 /// `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
 #[no_mangle]
@@ -272,18 +378,13 @@ pub unsafe extern "C" fn mc_forward(
     guard(|| {
         arg_out(out, "out")?;
         let ctx = ctx_arg(ctx)?;
-        arg_ref(req, "request")?;
-        let r = read_options(req, mc_forward_request_default())?;
+        let r = read_request(req, "request")?;
         let model = ctx.get_or_create_model(None)?;
-        let pad = match r.pad.is_null() {
-            true => None,
-            false => Some(std::slice::from_raw_parts(r.pad, r.n_pad).to_vec()),
-        };
         let input = ForwardInput {
             tokens: tokens_arg(&r)?,
             batch: r.batch,
             seq_len: r.seq_len,
-            pad,
+            pad: pad_arg(&r)?,
         };
         let wanted = wanted_arg(&r, model.config().n_layers)?;
         let inner = model.forward(&input, &wanted)?;
@@ -296,6 +397,9 @@ pub unsafe extern "C" fn mc_forward(
 /// `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
 /// hands out a new tensor sharing the output's memory: free it with its deleter; it stays
 /// valid after `mc_forward_output_free`. Not found if it was not requested.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
+/// range), `MC_ERR_NOT_FOUND` (not requested), `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `output` NULL or live; `out` NULL or writable.
@@ -327,6 +431,8 @@ pub unsafe extern "C" fn mc_forward_output_get(
 
 /// Frees a forward output (NULL: no-op); tensors taken from it stay valid.
 ///
+/// Returns no status; never fails.
+///
 /// # Safety
 /// `output` is NULL or from `mc_forward`, not freed before.
 #[no_mangle]
@@ -338,6 +444,9 @@ pub unsafe extern "C" fn mc_forward_output_free(output: *mut mc_forward_output) 
 }
 
 /// Looks up an activation location by name (e.g. "mlp.post_act").
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
+/// `MC_ERR_NOT_FOUND` (no such name), `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `name` is NULL or NUL-terminated; `out` is NULL or writable.
@@ -352,12 +461,17 @@ pub unsafe extern "C" fn mc_activation_from_name(
 }
 
 /// The name of an activation location (static storage), or NULL when out of range.
+///
+/// Returns no status; NULL is its only failure.
 #[no_mangle]
 pub extern "C" fn mc_activation_name(act: mc_activation) -> *const c_char {
     activation(act).map_or(std::ptr::null(), |a| static_name(a.name()))
 }
 
 /// Whether an activation location is per-layer (else model-wide).
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of range),
+/// `MC_ERR_PANIC`.
 ///
 /// # Safety
 /// `out` is NULL or writable.
@@ -375,6 +489,13 @@ pub unsafe extern "C" fn mc_activation_per_layer(act: mc_activation, out: *mut b
 /// `*n_tokens = max_new_tokens`; a capacity below it is `MC_ERR_BUFFER_TOO_SMALL` (nothing
 /// sampled). Decode the result with `mc_decode`. Thread-safe.
 ///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, `prompt` NULL with `n_prompt` > 0),
+/// `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below the 0.2 size, an empty prompt, a
+/// temperature below 0 or `top_p` outside (0, 1]), `MC_ERR_TOKEN` (a prompt id outside the
+/// vocabulary), `MC_ERR_BUFFER_TOO_SMALL` (`capacity` below `max_new_tokens`: `*n_tokens` is
+/// `max_new_tokens`), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the
+/// library's size of `opts`), the errors of `mc_forward`, `MC_ERR_PANIC`.
+///
 /// # Safety
 /// `prompt` valid for `n_prompt` ids; `tokens` NULL or valid for `capacity` ids; `opts` NULL
 /// or valid; `n_tokens` NULL or writable.
@@ -391,7 +512,7 @@ pub unsafe extern "C" fn mc_sample(
     guard(|| {
         arg_out(n_tokens, "n_tokens")?;
         let ctx = ctx_arg(ctx)?;
-        let o = read_options(opts, mc_sample_options_default())?;
+        let o = read_options(opts, "opts")?;
         let need = o.max_new_tokens as usize;
         if !super::tokens::fits(need, tokens, capacity, n_tokens, "tokens")? {
             return Ok(()); // a size probe

@@ -20,9 +20,11 @@ pub const MC_ERR_BUFFER_TOO_SMALL: mc_status = 11;
 pub const MC_ERR_NETWORK: mc_status = 12;
 pub const MC_ERR_PANIC: mc_status = 13;
 pub const MC_ERR_INTERNAL: mc_status = 14;
+/// An allocation sized by the input failed; the message names what and how much.
+pub const MC_ERR_OUT_OF_MEMORY: mc_status = 15;
 
 /// `(status, name)` in code order; `mc_status_name` and the tests read it.
-pub(crate) const STATUS_NAMES: [(mc_status, &std::ffi::CStr); 15] = [
+pub(crate) const STATUS_NAMES: [(mc_status, &std::ffi::CStr); 16] = [
     (MC_OK, c"MC_OK"),
     (MC_ERR_NULL_ARGUMENT, c"MC_ERR_NULL_ARGUMENT"),
     (MC_ERR_INVALID_ARGUMENT, c"MC_ERR_INVALID_ARGUMENT"),
@@ -38,6 +40,7 @@ pub(crate) const STATUS_NAMES: [(mc_status, &std::ffi::CStr); 15] = [
     (MC_ERR_NETWORK, c"MC_ERR_NETWORK"),
     (MC_ERR_PANIC, c"MC_ERR_PANIC"),
     (MC_ERR_INTERNAL, c"MC_ERR_INTERNAL"),
+    (MC_ERR_OUT_OF_MEMORY, c"MC_ERR_OUT_OF_MEMORY"),
 ];
 
 pub(crate) fn status_of(kind: ErrorKind) -> mc_status {
@@ -56,10 +59,13 @@ pub(crate) fn status_of(kind: ErrorKind) -> mc_status {
         ErrorKind::Network => MC_ERR_NETWORK,
         ErrorKind::Panic => MC_ERR_PANIC,
         ErrorKind::Internal => MC_ERR_INTERNAL,
+        ErrorKind::OutOfMemory => MC_ERR_OUT_OF_MEMORY,
     }
 }
 
 /// The constant's name of a status, or "MC_ERR_UNKNOWN" for a value outside the list.
+///
+/// Returns no status; never fails.
 #[no_mangle]
 pub extern "C" fn mc_status_name(status: mc_status) -> *const c_char {
     STATUS_NAMES

@@ -1,4 +1,4 @@
-//! The token entry points (spec section 4). Every buffer is the caller's; nothing here hands
+//! The token entry points. Every buffer is the caller's; nothing here hands
 //! out memory to free. Texts are (pointer, length) pairs: they may contain NUL bytes, must be
 //! UTF-8, and a NULL pointer with length 0 is the empty text.
 //!
@@ -12,23 +12,6 @@ use super::status::*;
 use super::*;
 use crate::tokenizer::{Rank, Tokenizer};
 use std::ffi::c_char;
-
-/// `n` elements at `p`: NULL is allowed only with `n == 0`.
-///
-/// # Safety
-/// `p` is NULL or valid for reads of `n` elements for `'a`.
-unsafe fn arg_slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T]> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(err(
-            ErrorKind::NullArgument,
-            format!("`{what}` is NULL but its length is {n}"),
-        ));
-    }
-    Ok(std::slice::from_raw_parts(p, n))
-}
 
 /// The texts of a (pointers, lengths, count) triple.
 ///
@@ -119,10 +102,25 @@ pub(crate) unsafe fn write_sized<T: Copy>(
     Ok(())
 }
 
+/// Checks an offsets buffer of `capacity` entries for `n` items (it needs `n + 1`), up front.
+fn check_offsets(offsets: *mut usize, capacity: usize, n: usize) -> Result<()> {
+    arg_out(offsets, "offsets")?;
+    match capacity > n {
+        true => Ok(()),
+        false => Err(err(
+            ErrorKind::BufferTooSmall,
+            format!(
+                "`offsets` holds {capacity} entries but {} are needed (n + 1)",
+                n + 1
+            ),
+        )),
+    }
+}
+
 /// `lengths` as n + 1 offsets (0, l0, l0 + l1, ...) into `offsets`.
 ///
 /// # Safety
-/// `offsets` is valid for `lengths.len() + 1` writes.
+/// `offsets` is valid for `lengths.len() + 1` writes (`check_offsets` accepted it).
 unsafe fn write_offsets(lengths: impl Iterator<Item = usize>, offsets: *mut usize) {
     let mut total = 0;
     offsets.write(0);
@@ -132,8 +130,8 @@ unsafe fn write_offsets(lengths: impl Iterator<Item = usize>, offsets: *mut usiz
     }
 }
 
-/// Encodes `text` (`text_len` bytes of UTF-8) with the context's encoding, as the seed's
-/// `encode`: the special token `<|endoftext|>` becomes its id; any other special token of the
+/// Encodes `text` (`text_len` bytes of UTF-8) with the context's encoding, as
+/// transformer-debugger's `encode`: the special token `<|endoftext|>` becomes its id; any other special token of the
 /// encoding in the text fails with `MC_ERR_TOKEN` naming it (Python tiktoken raises there).
 /// The ids are exactly Python tiktoken's. Long texts are encoded on all cores.
 ///
@@ -144,8 +142,8 @@ unsafe fn write_offsets(lengths: impl Iterator<Item = usize>, offsets: *mut usiz
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, or `text` NULL with `text_len` > 0),
 /// `MC_ERR_INVALID_ARGUMENT` (not UTF-8; the message gives the offset of the first bad byte),
-/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run
-/// concurrently with any call on the same context except `mc_free`.
+/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may
+/// run concurrently with any call on the same context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `text` is NULL or valid for `text_len` bytes; `tokens` is
@@ -178,8 +176,8 @@ pub unsafe extern "C" fn mc_encode(
 /// `MC_ERR_BUFFER_TOO_SMALL`, the length, `bytes` untouched).
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`, or `tokens` NULL with `n` > 0),
-/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run
-/// concurrently with any call on the same context except `mc_free`.
+/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may
+/// run concurrently with any call on the same context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `tokens` is NULL or valid for `n` reads; `bytes` is NULL or
@@ -203,13 +201,13 @@ pub unsafe extern "C" fn mc_decode(
     })
 }
 
-/// The exact bytes of one token id (Python's `decode_single_token_bytes`; the seed's
+/// The exact bytes of one token id (Python's `decode_single_token_bytes`; transformer-debugger's
 /// `decode_token` without its U+FFFD replacement): possibly a partial UTF-8 sequence, no NUL
 /// terminator. An id outside the vocabulary fails with `MC_ERR_TOKEN` naming it.
 ///
 /// `bytes`: caller-owned, `capacity` bytes; `*n_bytes` receives the length; size probe as for
 /// `mc_decode`. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`), `MC_ERR_TOKEN`,
-/// `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run concurrently with any call
+/// `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call
 /// on the same context except `mc_free`.
 ///
 /// # Safety
@@ -233,14 +231,14 @@ pub unsafe extern "C" fn mc_decode_token(
     })
 }
 
-/// The seed's `encode_token_str`: the one id that `text` (`text_len` bytes of UTF-8) encodes
+/// transformer-debugger's `encode_token_str`: the one id that `text` (`text_len` bytes of UTF-8) encodes
 /// to. Text that encodes to zero or several ids fails with `MC_ERR_TOKEN`, the message showing
 /// the ids; `<|endoftext|>` gives its id; other special tokens fail as in `mc_encode`.
 ///
 /// `*token` is written only on success. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `token`, or
 /// `text` NULL with `text_len` > 0), `MC_ERR_INVALID_ARGUMENT` (not UTF-8, with the offset),
-/// `MC_ERR_TOKEN`. Thread-safe: may run concurrently with any call on the same context except
-/// `mc_free`.
+/// `MC_ERR_TOKEN`, `MC_ERR_PANIC`. Thread-safe: may run concurrently with any call on the
+/// same context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `text` is NULL or valid for `text_len` bytes; `token` is
@@ -261,19 +259,22 @@ pub unsafe extern "C" fn mc_encode_token_str(
     })
 }
 
-/// The seed's `decode_token_list`: the exact bytes of each of `n` ids, back to back in `bytes`
+/// transformer-debugger's `decode_token_list`: the exact bytes of each of `n` ids, back to back in `bytes`
 /// (the same bytes as `mc_decode`), with `offsets` (caller-owned, `n + 1` entries) delimiting
 /// them: id `i` is `bytes[offsets[i] .. offsets[i + 1]]`, `offsets[n]` = `*n_bytes`.
 ///
-/// Size probe on `bytes` as for `mc_decode`; `offsets` is written only when `bytes` is, but
-/// must never be NULL. An id outside the vocabulary fails with `MC_ERR_TOKEN` naming it and
-/// its index. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `offsets`, `n_bytes`, or `tokens` NULL
-/// with `n` > 0), `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may
-/// run concurrently with any call on the same context except `mc_free`.
+/// Size probe on `bytes` as for `mc_decode`; `offsets` (`n_offsets` entries, at least `n + 1`)
+/// is written only when `bytes` is, but must never be NULL. An id outside the vocabulary fails
+/// with `MC_ERR_TOKEN` naming it and its index.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `offsets`, `n_bytes`, or `tokens` NULL with `n` > 0),
+/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL` (`bytes` too small: `*n_bytes` is the length
+/// needed; or `n_offsets` below `n + 1`: nothing written), `MC_ERR_PANIC`. Nothing to free.
+/// Thread-safe: may run concurrently with any call on the same context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `tokens` is NULL or valid for `n` reads; `bytes` is NULL or
-/// valid for `capacity` writes; `offsets` is NULL or valid for `n + 1` writes; `n_bytes` is
+/// valid for `capacity` writes; `offsets` is NULL or valid for `n_offsets` writes; `n_bytes` is
 /// NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn mc_decode_token_list(
@@ -283,11 +284,12 @@ pub unsafe extern "C" fn mc_decode_token_list(
     bytes: *mut c_char,
     capacity: usize,
     offsets: *mut usize,
+    n_offsets: usize,
     n_bytes: *mut usize,
 ) -> mc_status {
     guard(|| {
-        arg_out(offsets, "offsets")?;
         arg_out(n_bytes, "n_bytes")?;
+        check_offsets(offsets, n_offsets, n)?;
         let tok = tokenizer(ctx)?;
         let parts = tok.decode_token_list(arg_slice(tokens, n, "tokens")?)?;
         let total = parts.iter().map(|p| p.len()).sum();
@@ -305,15 +307,15 @@ pub unsafe extern "C" fn mc_decode_token_list(
     })
 }
 
-/// The seed's `encode_token_str_list`: `tokens[i]` (caller-owned, `n` entries) receives the one
+/// transformer-debugger's `encode_token_str_list`: `tokens[i]` (caller-owned, `n` entries) receives the one
 /// id of `texts[i]` (`text_lens[i]` bytes of UTF-8; NULL with length 0 is the empty text).
 /// The first string that is not exactly one token fails the call with `MC_ERR_TOKEN`, the
 /// message naming its index and the ids it encodes to; `tokens` is written only on success.
 ///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, or `texts`, `text_lens` or `tokens` NULL with
-/// `n` > 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
-/// `MC_ERR_TOKEN`. Thread-safe: may run concurrently with any call on the same context except
-/// `mc_free`.
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, or `texts`, `text_lens` or `tokens` NULL with `n` >
+/// 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
+/// `MC_ERR_TOKEN`, `MC_ERR_PANIC`. Thread-safe: may run concurrently with any call on the same
+/// context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n` reads,
@@ -345,24 +347,27 @@ pub unsafe extern "C" fn mc_encode_token_str_list(
 /// length 0 is the empty text).
 ///
 /// Output: the ids of all texts back to back in `tokens` (caller-owned, `capacity` ids), and
-/// `offsets` (caller-owned, `n_texts + 1` entries): text `i`'s ids are
+/// `offsets` (caller-owned, `n_offsets` entries, at least `n_texts + 1`): text `i`'s ids are
 /// `tokens[offsets[i] .. offsets[i + 1]]`, `offsets[n_texts]` = `*n_tokens`. Size probe on
 /// `tokens` as for `mc_encode`; `offsets` is written only when `tokens` is, but must never be
 /// NULL. A capacity of the sum of `text_lens` always suffices.
 ///
 /// The first failing text (lowest index) fails the whole call, the message naming its index;
-/// nothing but the size-probe count is written then. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`,
-/// `offsets`, `n_tokens`, or `texts` / `text_lens` NULL with `n_texts` > 0, or `texts[i]` NULL
-/// with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8, with the offset),
-/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`. Nothing to free. Thread-safe: may run
-/// concurrently with any call on the same context except `mc_free`; the work runs on a
-/// process-wide pool of one thread per core (`RAYON_NUM_THREADS` overrides its size).
+/// nothing but the size-probe count is written then.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `offsets`, `n_tokens`, or `texts` / `text_lens` NULL
+/// with `n_texts` > 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT`
+/// (not UTF-8, with the offset), `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL` (`tokens` too small:
+/// `*n_tokens` is the count needed; or `n_offsets` below `n_texts + 1`: nothing written),
+/// `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+/// context except `mc_free`; the work runs on a process-wide pool of one thread per core
+/// (`RAYON_NUM_THREADS` overrides its size).
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n_texts`
 /// reads, each `texts[i]` NULL or valid for `text_lens[i]` bytes; `tokens` is NULL or valid for
-/// `capacity` writes; `offsets` is NULL or valid for `n_texts + 1` writes; `n_tokens` is NULL
-/// or writable.
+/// `capacity` writes; `offsets` is NULL or valid for `n_offsets` writes; `n_tokens` is NULL or
+/// writable.
 #[no_mangle]
 pub unsafe extern "C" fn mc_encode_batch(
     ctx: *const mc_context,
@@ -372,11 +377,12 @@ pub unsafe extern "C" fn mc_encode_batch(
     tokens: *mut u32,
     capacity: usize,
     offsets: *mut usize,
+    n_offsets: usize,
     n_tokens: *mut usize,
 ) -> mc_status {
     guard(|| {
-        arg_out(offsets, "offsets")?;
         arg_out(n_tokens, "n_tokens")?;
+        check_offsets(offsets, n_offsets, n_texts)?;
         let tok = tokenizer(ctx)?;
         let encoded = tok.encode_batch(&arg_texts(texts, text_lens, n_texts)?)?;
         let total = encoded.iter().map(Vec::len).sum();

@@ -22,12 +22,15 @@ g++ -std=c++17 -Wall -Werror -fsyntax-only -x c++ "$root/include/model_context.h
 echo "== build"
 "${cc[@]}" -o "$out/weights" "$root/examples/c/weights.c" "${link[@]}"
 "${cc[@]}" -pthread -o "$out/test_api" "$root/tests/c/test_api.c" "${link[@]}"
+"${cc[@]}" -o "$out/test_abi" "$root/tests/c/test_abi.c" "${link[@]}"
 "${cc[@]}" -o "$out/canary" "$root/tests/c/sanitizer_canary.c" "${link[@]}"
 
 vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect --suppressions="$root/tests/c/libtorch.supp")
 echo "== test_api under valgrind"
 "${vg[@]}" "$out/test_api" "$model"
+echo "== test_abi (the struct rule, array lengths) under valgrind"
+"${vg[@]}" "$out/test_abi" "$model"
 echo "== examples/c/weights under valgrind"
 "${vg[@]}" "$out/weights" "$model" > "$out/weights.txt"
 grep -q '^config {' "$out/weights.txt"
@@ -55,11 +58,13 @@ echo "== AddressSanitizer + LeakSanitizer builds (no suppressions)"
 asan=("${cc[@]}" -fsanitize=address -fno-omit-frame-pointer)
 "${asan[@]}" -o "$out/weights-asan" "$root/examples/c/weights.c" "${link[@]}"
 "${asan[@]}" -pthread -o "$out/test_api-asan" "$root/tests/c/test_api.c" "${link[@]}"
+"${asan[@]}" -o "$out/test_abi-asan" "$root/tests/c/test_abi.c" "${link[@]}"
 "${asan[@]}" -pthread -o "$out/stress-asan" "$root/tests/c/stress.c" "${link[@]}"
 "${asan[@]}" -o "$out/canary-asan" "$root/tests/c/sanitizer_canary.c" "${link[@]}"
 # Full stacks (the library has no frame pointers), leaks fail the run with exit code 98.
 export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:exitcode=98:strict_string_checks=1
 "$out/test_api-asan" "$model"
+"$out/test_abi-asan" "$model"
 "$out/weights-asan" "$model" > "$out/weights-asan.txt"
 [ "$(grep -c 'checksum=' "$out/weights-asan.txt")" = "$n" ]
 echo "== threads sharing one context (tests/c/stress.c) under AddressSanitizer"

@@ -118,8 +118,10 @@ static uint64_t run(const mc_context *ctx, int op, int me) {
       uint32_t tokens[8] = {464, 2068, 7586, 21831, 11, 50256, 318, 257};
       mc_activation acts[1] = {MC_ACT_MLP_POST_ACT};
       int32_t layers[1] = {0};
-      mc_forward_request r = mc_forward_request_default();
+      mc_forward_request r;
+      if (mc_forward_request_init(&r, sizeof r) != MC_OK) { fail("init", op); return 0; }
       r.tokens = tokens;
+      r.n_tokens = 8;
       r.token_type = MC_TOKENS_UINT32;
       r.batch = 2;
       r.seq_len = 4;

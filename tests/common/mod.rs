@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests: where generated data lives, and tensor bytes.
 #![allow(dead_code)]
-use std::path::PathBuf;
+use model_context::activations::Activation;
+use model_context::model::ActivationKey;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -28,3 +32,53 @@ pub fn tensor_bytes(t: &tch::Tensor) -> Vec<u8> {
     // SAFETY: `c` is contiguous with `n` bytes of data and lives across the copy.
     unsafe { std::slice::from_raw_parts(c.data_ptr() as *const u8, n).to_vec() }
 }
+
+/// A C ABI struct filled by its `mc_<struct>_init(p, sizeof *p)`, as a C caller does.
+pub fn init<T>(f: unsafe extern "C" fn(*mut T, usize) -> i32) -> T {
+    let mut v = std::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: `_init` writes all size_of::<T>() bytes on MC_OK.
+    unsafe {
+        assert_eq!(
+            f(v.as_mut_ptr(), std::mem::size_of::<T>()),
+            0,
+            "init failed"
+        );
+        v.assume_init()
+    }
+}
+
+pub fn load(dir: &Path, entry: &Value) -> Tensor {
+    let bytes = std::fs::read(dir.join(entry["file"].as_str().unwrap())).unwrap();
+    let shape: Vec<i64> = serde_json::from_value(entry["shape"].clone()).unwrap();
+    Tensor::f_from_data_size(&bytes, &shape, Kind::Float).unwrap()
+}
+
+/// "attn.q.1" -> (attn.q, Some(1)); "resid.post_emb" -> (resid.post_emb, None).
+pub fn parse_key(key: &str) -> ActivationKey {
+    if let Some((loc, layer)) = key.rsplit_once('.') {
+        if let (Ok(l), Some(a)) = (layer.parse::<i64>(), Activation::from_name(loc)) {
+            return (a, Some(l));
+        }
+    }
+    (
+        Activation::from_name(key).unwrap_or_else(|| panic!("unknown key {key}")),
+        None,
+    )
+}
+
+/// Max |a - b| over entries where `keep` (broadcast) is true; -inf must match -inf exactly.
+pub fn max_diff(a: &Tensor, b: &Tensor, keep: Option<&Tensor>) -> f64 {
+    assert_eq!(a.size(), b.size());
+    let a = a.to_kind(Kind::Double);
+    let b = b.to_kind(Kind::Double);
+    let both_inf = a
+        .isinf()
+        .logical_and(&b.isinf())
+        .logical_and(&a.eq_tensor(&b));
+    let mut d = (&a - &b).abs().masked_fill(&both_inf, 0.0);
+    if let Some(k) = keep {
+        d = d.masked_fill(&k.logical_not(), 0.0);
+    }
+    d.nan_to_num(1e9, 1e9, 1e9).max().double_value(&[])
+}
+

@@ -119,7 +119,7 @@ def c_class(decl, param=False):
     decl = " ".join(decl.replace("*", " * ").split())
     if "*" in decl:
         return "ptr"
-    words = [w for w in decl.split() if w != "const"]
+    words = [w for w in decl.split() if w not in ("const", "MC_API")]
     if param and len(words) > 1:
         words = words[:-1]  # drop the parameter's name
     if words[0] == "struct":
@@ -359,9 +359,12 @@ class Binding:
         acts = (ctypes.c_int32 * len(keep))(*[self.lookup("activation", a) if isinstance(a, str) else a for a, _ in keep])
         layers = (ctypes.c_int32 * len(keep))(*[layer for _, layer in keep])
         toks = (ctypes.c_uint32 * len(tokens))(*tokens)
-        d = self.ffi("mc_forward_request_default")
         req_t = self.ffi.ctypes_structs["mc_forward_request"]
-        req = req_t(d.struct_size, ctypes.cast(toks, ctypes.c_void_p), self.MC_TOKENS_UINT32, 1, len(tokens), None, 0,
+        d = req_t()
+        self.check("mc_forward_request_init",
+                   self.ffi("mc_forward_request_init", ctypes.byref(d), ctypes.sizeof(req_t)))
+        req = req_t(d.struct_size, self.MC_TOKENS_UINT32, ctypes.cast(toks, ctypes.c_void_p), len(tokens), 1,
+                    len(tokens), None, 0,
                     ctypes.cast(acts, ctypes.c_void_p) if keep else None,
                     ctypes.cast(layers, ctypes.c_void_p) if keep else None, len(keep))
         out = ctypes.c_void_p()
