@@ -14,11 +14,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build(exe):
+def build(exe, source="bench_forward.c"):
+    """The release library and one C driver of benches/ linked against it."""
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
     lib = os.path.join(REPO, "target", "release")
     subprocess.run(["gcc", "-std=c11", "-O2", "-I", os.path.join(REPO, "include"), "-o", exe,
-                    os.path.join(REPO, "benches", "bench_forward.c"), "-L", lib, "-lmodel_context",
+                    os.path.join(REPO, "benches", source), "-L", lib, "-lmodel_context",
                     f"-Wl,-rpath,{lib}"], check=True)
 
 

@@ -8,7 +8,7 @@ scripts/setup.sh
 scripts/data.sh bench
 py=.venv/bin/python
 {
-  for b in bench_reader bench_weights bench_stack bench_forward bench_tokens bench_hf_open; do
+  for b in bench_reader bench_weights bench_stack bench_forward bench_edits bench_tokens bench_hf_open; do
     echo "==== $b"
     $py benches/$b.py
   done

@@ -263,6 +263,66 @@ typedef int32_t mc_token_type;
 typedef int32_t mc_activation;
 
 /*
+ What an edit does: one of the `MC_EDIT_*` constants.
+ */
+typedef int32_t mc_edit_op;
+
+/*
+ The indices of one axis an edit touches: `indices` NULL with `n_indices` 0 is the whole
+ axis; otherwise `n_indices` (at least 1) indices, each in `0 .. size of the axis`. A
+ fixed struct (never extended).
+ */
+typedef struct mc_axis_selection {
+  const int64_t *indices;
+  size_t n_indices;
+} mc_axis_selection;
+
+/*
+ One edit of an activation during `mc_forward` (docs/experiments.md); fill with
+ `mc_edit_init(&e, sizeof e)`. In an array, every element has the same `struct_size`, and
+ the library steps through the array by it.
+ */
+typedef struct mc_edit {
+  /*
+   The size the caller was compiled with, written by `mc_edit_init`.
+   */
+  uint32_t struct_size;
+  /*
+   Any `MC_ACT_*` but `MC_ACT_LOGITS` (the output: nothing downstream would see it).
+   */
+  mc_activation location;
+  /*
+   The layer of a per-layer location, `MC_LAYER_NONE` for a model-wide one.
+   */
+  int32_t layer;
+  /*
+   `MC_EDIT_SET` (default), `MC_EDIT_SCALE`, `MC_EDIT_ADD` or `MC_EDIT_REPLACE`.
+   */
+  mc_edit_op op;
+  /*
+   The constant of `MC_EDIT_SET` and the factor of `MC_EDIT_SCALE`.
+   */
+  double value;
+  /*
+   The tensor of `MC_EDIT_ADD` / `MC_EDIT_REPLACE` (NULL for the others): float32, float16
+   or bfloat16, on the CPU or the model's device, broadcasting (numpy's rules) to the
+   selection's shape. Borrowed for the call: copied, its deleter never called.
+   */
+  const DLManagedTensorVersioned *operand;
+  /*
+   One entry per leading axis of the location's `[batch, ...per-sequence shape]`; axes
+   past `n_selection` are whole. NULL with 0: the whole tensor.
+   */
+  const struct mc_axis_selection *selection;
+  size_t n_selection;
+} mc_edit;
+
+/*
+ Which positions get logits: one of the `MC_LOGITS_*` constants.
+ */
+typedef int32_t mc_logits_choice;
+
+/*
  A forward pass request; fill with `mc_forward_request_init(&r, sizeof r)`. Every pointer is
  only read during the call.
  */
@@ -314,6 +374,35 @@ typedef struct mc_forward_request {
    Elements at `activations` and at `layers` (one count for both).
    */
   size_t n_activations;
+  /*
+   `n_edits` edits, applied where each activation is produced, in list order, so
+   everything downstream (and a capture of that location) sees the edited value.
+   */
+  const struct mc_edit *edits;
+  size_t n_edits;
+  /*
+   NULL (default): start from the tokens' embeddings. Otherwise the residual stream
+   `[batch, seq_len, d_model]` at the input of layer `start_layer` (float, on the CPU or
+   the model's device; borrowed for the call); `tokens` may then be omitted.
+   */
+  const DLManagedTensorVersioned *start_residual;
+  /*
+   The layer `start_residual` enters (ignored without one).
+   */
+  int32_t start_layer;
+  /*
+   0 (default): run every layer, the final norm and the unembedding. `k` in
+   `1 ..= n_layers`: stop after layer `k - 1` (no later layer, final norm or logits).
+   */
+  int32_t end_layer;
+  /*
+   `MC_LOGITS_ALL` (default), `MC_LOGITS_LAST` or `MC_LOGITS_NONE`.
+   */
+  mc_logits_choice logits;
+  /*
+   Must be zero (keeps the struct free of tail padding).
+   */
+  uint32_t reserved;
 } mc_forward_request;
 
 /*
@@ -510,6 +599,41 @@ typedef struct mc_sample_options {
 #define MC_TOKENS_INT64 0
 
 #define MC_TOKENS_UINT32 1
+
+/*
+ Set the selected elements to `value` (zero-ablation with 0).
+ */
+#define MC_EDIT_SET 0
+
+/*
+ Multiply the selected elements by `value`.
+ */
+#define MC_EDIT_SCALE 1
+
+/*
+ Add `operand`, broadcast to the selection's shape (steering).
+ */
+#define MC_EDIT_ADD 2
+
+/*
+ Replace the selected elements with `operand`, broadcast (patching, mean-ablation).
+ */
+#define MC_EDIT_REPLACE 3
+
+/*
+ Every position, `[batch, seq_len, vocab]` (the default).
+ */
+#define MC_LOGITS_ALL 0
+
+/*
+ Each row's last non-padding position, `[batch, 1, vocab]`.
+ */
+#define MC_LOGITS_LAST 1
+
+/*
+ None: no unembedding; `mc_forward_output_get(.., MC_ACT_LOGITS, ..)` is `MC_ERR_NOT_FOUND`.
+ */
+#define MC_LOGITS_NONE 2
 
 #define MC_OK 0
 
@@ -875,6 +999,19 @@ MC_API mc_status mc_model_options_init(struct mc_model_options *opts, size_t siz
 MC_API mc_status mc_forward_request_init(struct mc_forward_request *req, size_t size);
 
 /*
+ Fills `*edit` for the caller's `size` (pass `sizeof *edit`): zeroes all `size` bytes, writes
+ the defaults (location 0, `MC_LAYER_NONE`, `MC_EDIT_SET` to 0, no operand, the whole
+ tensor) and sets `struct_size = size`.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`edit`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2
+ size of the struct; nothing is written), `MC_ERR_PANIC`.
+
+ # Safety
+ `edit` is NULL or valid for writes of `size` bytes.
+ */
+MC_API mc_status mc_edit_init(struct mc_edit *edit, size_t size);
+
+/*
  Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
  the defaults (greedy, 16 tokens, seed 0, stop at `<|endoftext|>`) and sets
  `struct_size = size`.
@@ -906,18 +1043,32 @@ MC_API mc_status mc_sample_options_init(struct mc_sample_options *opts, size_t s
 MC_API mc_status mc_create_model(const struct mc_context *ctx, const struct mc_model_options *opts);
 
 /*
- Runs a forward pass (no gradients) and returns the logits `[batch, seq_len, vocab]` and the
- requested activations, each `[batch, ...per-sequence shape]`, in `*out` (free with
- `mc_forward_output_free`). Creates a default model if the context has none. Thread-safe.
+ Runs a forward pass (no gradients) and returns the logits (`[batch, seq_len, vocab]`, or as
+ `req->logits` chooses) and the requested activations, each `[batch, ...per-sequence
+ shape]`, in `*out` (free with `mc_forward_output_free`). With `req->edits`, each edit is
+ applied where its activation is produced (docs/experiments.md): `attn.qk_logits` before the
+ causal and padding masks, which are applied again after it; `attn.qk_probs` after the
+ softmax, not renormalised; a layer-norm scale is what the normalisation divides by. A
+ captured activation at an edited location is the edited value (a copy). The request may
+ start from a residual stream at a layer's input and stop after a layer. Creates a default
+ model if the context has none. Thread-safe: concurrent passes with different edits each
+ get their own result.
 
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, or an array NULL with a non-zero
- length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the 0.2 size; `batch` or
- `seq_len` below 1 or `seq_len` above the context window; `n_tokens` or `n_pad` not `batch *
- seq_len`; `token_type`, an activation or a layer out of range; a pad row not right-padded),
- `MC_ERR_TOKEN` (an id outside the vocabulary, with its position), `MC_ERR_UNSUPPORTED` (a
- tokenizer-only context, a non-zero byte past the library's size of `req`), the errors of
- `mc_create_model` when it creates the model, `MC_ERR_DEVICE`, `MC_ERR_OUT_OF_MEMORY`,
- `MC_ERR_PANIC`.
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, an edit's operand for ADD/REPLACE, or
+ an array NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below
+ the 0.2 size; `batch` or `seq_len` below 1 or `seq_len` above the context window;
+ `n_tokens` or `n_pad` not `batch * seq_len`; `token_type`, `logits`, an activation, an edit
+ op or a layer out of range; a layer the request does not run; a pad row not right-padded;
+ an edit at `logits`; a selection index out of range, or a selection list without its
+ length; start and end layers out of order; `reserved` not zero; an operand that is not
+ float32, float16 or bfloat16), `MC_ERR_SHAPE` (an operand that does not broadcast to its
+ selection, a start residual not `[batch, seq_len, d_model]`; the message gives both
+ shapes), `MC_ERR_DEVICE` (an operand or start residual on a device other than the CPU and
+ the model's), `MC_ERR_TOKEN` (an id outside the vocabulary, with its position),
+ `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the library's size of
+ `req` or of an edit, an operand of another DLPack major version), the errors of
+ `mc_create_model` when it creates the model, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. The
+ context stays usable after every error.
 
  # Safety
  `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
@@ -931,7 +1082,8 @@ mc_status mc_forward(const struct mc_context *ctx,
  One activation of a forward output as a DLPack tensor (`layer`: the layer, or
  `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
  hands out a new tensor sharing the output's memory: free it with its deleter; it stays
- valid after `mc_forward_output_free`. Not found if it was not requested.
+ valid after `mc_forward_output_free`. Not found if it was not requested (the logits:
+ if the request chose `MC_LOGITS_NONE` or stopped before the end).
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
  range), `MC_ERR_NOT_FOUND` (not requested), `MC_ERR_PANIC`.

@@ -14,10 +14,17 @@ case ${1:-} in
     scripts/data.sh golden
     grep -qx '/gpu_bundle/' .git/info/exclude 2>/dev/null || echo '/gpu_bundle/' >> .git/info/exclude
     rm -rf gpu_bundle && mkdir -p gpu_bundle/data/model_golden
-    bin=$(cargo test --release --no-run --test cuda --message-format=json 2>/dev/null |
-          sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-    cp "$bin" gpu_bundle/cuda_tests
-    strip gpu_bundle/cuda_tests
+    for t in cuda edits_golden; do
+      bin=$(cargo test --release --no-run --test $t --message-format=json 2>/dev/null |
+            sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+      cp "$bin" gpu_bundle/${t}_tests
+      strip gpu_bundle/${t}_tests
+    done
+    # The edit golden cases of one model on single rows (the whole set is 175 MB).
+    mkdir -p gpu_bundle/data/edit_golden/e24_l3_h3
+    cp data/edit_golden/manifest.json gpu_bundle/data/edit_golden/
+    cp -r data/edit_golden/e24_l3_h3/config.json data/edit_golden/e24_l3_h3/model_pieces \
+      data/edit_golden/e24_l3_h3/single.* gpu_bundle/data/edit_golden/e24_l3_h3/
     cp data/model_golden/manifest.json gpu_bundle/data/model_golden/
     cp -r data/model_golden/e24_l3_h3 gpu_bundle/data/model_golden/
     rm -rf gpu_bundle/data/model_golden/e24_l3_h3/*/ref gpu_bundle/data/model_golden/e24_l3_h3/*/hf
@@ -28,6 +35,8 @@ case ${1:-} in
     nvidia-smi -L || true
     LD_LIBRARY_PATH=$torch_lib MC_MODEL_GOLDEN_DIR=$root/gpu_bundle/data/model_golden \
       gpu_bundle/cuda_tests --nocapture --test-threads=1
+    LD_LIBRARY_PATH=$torch_lib MC_EDIT_GOLDEN_DIR=$root/gpu_bundle/data/edit_golden \
+      MC_EDIT_GOLDEN_ONLY=e24_l3_h3/single gpu_bundle/edits_golden_tests --nocapture --test-threads=1
     ;;
   *) echo "usage: $0 bundle|run" >&2; exit 2 ;;
 esac

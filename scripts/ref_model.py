@@ -6,7 +6,11 @@ It checks the Rust forward pass on activations Hugging Face does not expose (q, 
 MLP pre/post activations, layer-norm scales). Keys of the returned dict: "<location>" for the
 model-wide locations, "<location>.<layer>" for per-layer ones; tensors are [B, ...per-sequence].
 
-Usage as a module: RefModel(root).forward(tokens, pad=None, simplify=False).
+Usage as a module: RefModel(root).forward(tokens, pad=None, simplify=False, edit=None).
+`edit(key, tensor) -> tensor`, when given, is called where each activation is produced (the
+tensor in its recorded layout, [B, ...]) and its result is what everything downstream sees:
+attn.qk_logits before the causal and padding masks (applied again after it), attn.qk_probs
+after the softmax (not renormalised), a layer-norm scale before the division.
 """
 import json
 import math
@@ -74,11 +78,15 @@ def simplified(params, n_layers):
     return out
 
 
-def layer_norm(x, weight, bias):
-    """TDB's Norm in float32; returns (output, scale [.., 1])."""
+def no_edit(_key, t):
+    return t
+
+
+def layer_norm(x, weight, bias, edit=no_edit, key=None):
+    """TDB's Norm in float32; returns (output, scale [.., 1]); `edit` sees the scale as `key`."""
     x = x.float()
     x = x - x.mean(dim=-1, keepdim=True)
-    scale = torch.sqrt((x * x).mean(dim=-1, keepdim=True) + 1e-5)
+    scale = edit(key, torch.sqrt((x * x).mean(dim=-1, keepdim=True) + 1e-5))
     return (x / scale) * weight + bias, scale
 
 
@@ -94,7 +102,7 @@ def positions(pad, batch, seq):
     return ((~pad).long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def attention(x, params, prefix, cfg, pad, acts, layer):
+def attention(x, params, prefix, cfg, pad, acts, layer, edit=no_edit):
     """Multi-head causal self-attention recording q, k, v, logits, probs and v_out."""
     b, t, _ = x.shape
     h = cfg["n_heads"]
@@ -104,16 +112,16 @@ def attention(x, params, prefix, cfg, pad, acts, layer):
     def proj(name):
         return F.linear(x, params[f"{prefix}{name}.weight"], params[f"{prefix}{name}.bias"])
 
-    q = proj("q_proj").reshape(b, t, h, d_head) * qk_scale
-    k = proj("k_proj").reshape(b, t, h, d_head) * qk_scale
-    v = proj("v_proj").reshape(b, t, h, d_head)
-    logits = torch.einsum("bqhd,bkhd->bqkh", q, k)
+    q = edit(f"attn.q.{layer}", proj("q_proj").reshape(b, t, h, d_head) * qk_scale)
+    k = edit(f"attn.k.{layer}", proj("k_proj").reshape(b, t, h, d_head) * qk_scale)
+    v = edit(f"attn.v.{layer}", proj("v_proj").reshape(b, t, h, d_head))
+    logits = edit(f"attn.qk_logits.{layer}", torch.einsum("bqhd,bkhd->bqkh", q, k))
     masked = ~torch.ones(t, t, dtype=torch.bool).tril()[None, :, :]
     if pad is not None and bool(pad.any()):
         masked = masked | (pad[:, :, None] ^ pad[:, None, :])
     logits = logits.masked_fill(masked[..., None], float("-inf"))
-    probs = torch.softmax(logits.float(), dim=2)
-    v_out = torch.einsum("bqkh,bkhd->bqhd", probs, v)
+    probs = edit(f"attn.qk_probs.{layer}", torch.softmax(logits.float(), dim=2))
+    v_out = edit(f"attn.v_out.{layer}", torch.einsum("bqkh,bkhd->bqhd", probs, v))
     for name, val in (("q", q), ("k", k), ("v", v), ("qk_logits", logits), ("qk_probs", probs),
                       ("v_out", v_out)):
         acts[f"attn.{name}.{layer}"] = val
@@ -121,46 +129,46 @@ def attention(x, params, prefix, cfg, pad, acts, layer):
                     params[prefix + "out_proj.bias"])
 
 
-def mlp(x, params, prefix, acts, layer):
+def mlp(x, params, prefix, acts, layer, edit=no_edit):
     """in_layer -> tanh GELU -> out_layer, recording pre and post activations."""
-    pre = F.linear(x, params[prefix + "in_layer.weight"], params[prefix + "in_layer.bias"])
-    post = gelu_tanh(pre)
+    pre = edit(f"mlp.pre_act.{layer}",
+               F.linear(x, params[prefix + "in_layer.weight"], params[prefix + "in_layer.bias"]))
+    post = edit(f"mlp.post_act.{layer}", gelu_tanh(pre))
     acts[f"mlp.pre_act.{layer}"] = pre
     acts[f"mlp.post_act.{layer}"] = post
     return F.linear(post, params[prefix + "out_layer.weight"], params[prefix + "out_layer.bias"])
 
 
-def block(x, params, cfg, pad, acts, i):
+def block(x, params, cfg, pad, acts, i, edit=no_edit):
     """One pre-LN transformer block, recording the residual stream around it."""
     p = f"xf_layers.{i}."
-    ln_x, acts[f"attn_ln.scale.{i}"] = layer_norm(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"])
-    acts[f"resid.post_attn_ln.{i}"] = ln_x
-    delta = attention(ln_x, params, p + "attn.", cfg, pad, acts, i)
-    acts[f"resid.delta_attn.{i}"] = delta
-    x = x + delta
-    acts[f"resid.post_attn.{i}"] = x
-    ln_x, acts[f"mlp_ln.scale.{i}"] = layer_norm(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"])
-    acts[f"resid.post_mlp_ln.{i}"] = ln_x
-    delta = mlp(ln_x, params, p + "mlp.", acts, i)
-    acts[f"resid.delta_mlp.{i}"] = delta
-    x = x + delta
-    acts[f"resid.post_mlp.{i}"] = x
+    ln_x, acts[f"attn_ln.scale.{i}"] = layer_norm(x, params[p + "ln_1.weight"], params[p + "ln_1.bias"],
+                                                  edit, f"attn_ln.scale.{i}")
+    ln_x = acts[f"resid.post_attn_ln.{i}"] = edit(f"resid.post_attn_ln.{i}", ln_x)
+    delta = acts[f"resid.delta_attn.{i}"] = edit(f"resid.delta_attn.{i}",
+                                                 attention(ln_x, params, p + "attn.", cfg, pad, acts, i, edit))
+    x = acts[f"resid.post_attn.{i}"] = edit(f"resid.post_attn.{i}", x + delta)
+    ln_x, acts[f"mlp_ln.scale.{i}"] = layer_norm(x, params[p + "ln_2.weight"], params[p + "ln_2.bias"],
+                                                 edit, f"mlp_ln.scale.{i}")
+    ln_x = acts[f"resid.post_mlp_ln.{i}"] = edit(f"resid.post_mlp_ln.{i}", ln_x)
+    delta = acts[f"resid.delta_mlp.{i}"] = edit(f"resid.delta_mlp.{i}", mlp(ln_x, params, p + "mlp.", acts, i, edit))
+    x = acts[f"resid.post_mlp.{i}"] = edit(f"resid.post_mlp.{i}", x + delta)
     return x
 
 
-def run(params, cfg, tokens, pad):
+def run(params, cfg, tokens, pad, edit=no_edit):
     """The whole forward pass; every activation in a dict (see the module docstring)."""
     b, t = tokens.shape
     acts = {}
     pos = positions(pad, b, t)
     assert int(pos.max()) < cfg["ctx_window"], "sequence longer than ctx_window"
     x = params["tok_embed.weight"][tokens] + params["pos_embed.weight"][pos]
-    acts["resid.post_emb"] = x
+    x = acts["resid.post_emb"] = edit("resid.post_emb", x)
     for i in range(cfg["n_layers"]):
-        x = block(x, params, cfg, pad, acts, i)
+        x = block(x, params, cfg, pad, acts, i, edit)
     gain = params["final_ln.weight"].expand(cfg["d_model"])
-    x, acts["resid.ln_f.scale"] = layer_norm(x, gain, params["final_ln.bias"])
-    acts["resid.post_ln_f"] = x
+    x, acts["resid.ln_f.scale"] = layer_norm(x, gain, params["final_ln.bias"], edit, "resid.ln_f.scale")
+    x = acts["resid.post_ln_f"] = edit("resid.post_ln_f", x)
     acts["logits"] = F.linear(x, params["unembed.weight"])
     return acts
 
@@ -173,13 +181,14 @@ class RefModel:
         self.params = load_params(root, self.cfg["n_layers"])
         self._simple = None
 
-    def forward(self, tokens, pad=None, simplify=False):
+    def forward(self, tokens, pad=None, simplify=False, edit=None):
         """All 20 activation locations for tokens [B, T] (pad True at padding positions)."""
         if simplify and self._simple is None:
             self._simple = simplified(self.params, self.cfg["n_layers"])
         params = self._simple if simplify else self.params
         with torch.no_grad():
-            return run(params, self.cfg, tokens.long(), None if pad is None else pad.bool())
+            return run(params, self.cfg, tokens.long(), None if pad is None else pad.bool(),
+                       edit or no_edit)
 
 
 def forward(root, tokens, pad=None, simplify=False):

@@ -15,6 +15,7 @@ pub mod context;
 pub mod convert;
 pub mod device;
 pub mod dims;
+pub mod edits;
 pub mod encoding;
 pub mod error;
 pub mod ffi;

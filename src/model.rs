@@ -1,8 +1,11 @@
 //! The transformer of spec section 6 (GPT-2 style, pre-LayerNorm, TDB's conventions), built
-//! on libtorch from a context's pieces, with the activations of a forward pass exposed.
+//! on libtorch from a context's pieces, with the activations of a forward pass exposed and
+//! editable, a run that may start and stop at a layer, and a choice of which logits to compute.
 use crate::activations::Activation;
 use crate::config::Config;
 use crate::device::Device;
+use crate::dims::Dimension;
+use crate::edits::{broadcasts, Edit, EditOp};
 use crate::error::{err, ErrorKind, Result};
 use crate::layout;
 use crate::tensor::OwnedTensor;
@@ -51,16 +54,48 @@ pub struct ForwardInput {
 /// An activation request: a location and, for per-layer ones, the layer.
 pub type ActivationKey = (Activation, Option<i64>);
 
-/// The logits and the requested activations, each `[batch, ...per-sequence shape]`.
+/// Which positions get logits (the unembedding runs only there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogitsChoice {
+    /// Every position: `[batch, seq_len, vocab]`.
+    #[default]
+    All,
+    /// Each row's last non-padding position: `[batch, 1, vocab]`.
+    Last,
+    /// No logits (nor the unembedding).
+    None,
+}
+
+/// A residual stream given by the caller at a layer's input, instead of the embeddings.
+#[derive(Debug)]
+pub struct Start {
+    pub layer: i64,
+    /// `[batch, seq_len, d_model]`, on the CPU or the model's device, any float dtype.
+    pub resid: Tensor,
+}
+
+/// What an experiment adds to a forward pass; the default is a plain pass.
+#[derive(Debug, Default)]
+pub struct Experiment {
+    /// Applied where each activation is produced, in list order.
+    pub edits: Vec<Edit>,
+    pub start: Option<Start>,
+    /// Run only the layers before this one: no later layer, final norm or unembedding.
+    pub end_layer: Option<i64>,
+    pub logits: LogitsChoice,
+}
+
+/// The logits (unless the request skipped them) and the requested activations, each
+/// `[batch, ...per-sequence shape]`.
 pub struct ForwardOutput {
-    pub logits: OwnedTensor,
+    pub logits: Option<OwnedTensor>,
     pub activations: Vec<(ActivationKey, OwnedTensor)>,
 }
 
 impl ForwardOutput {
     pub fn get(&self, key: ActivationKey) -> Option<&OwnedTensor> {
         if key == (Activation::Logits, None) {
-            return Some(&self.logits);
+            return self.logits.as_ref();
         }
         self.activations
             .iter()
@@ -94,7 +129,7 @@ impl Model {
             let piece = load(&key)?;
             let stored = piece.shape();
             let ok =
-                stored == shape || (layout::may_broadcast(&key) && broadcastable(&stored, &shape));
+                stored == shape || (layout::may_broadcast(&key) && broadcasts(&stored, &shape));
             if !ok {
                 return Err(err(
                     ErrorKind::Shape,
@@ -199,6 +234,16 @@ impl Model {
 
     /// Checks a request against the config before any work: a clear error per bad field.
     pub fn check_input(&self, input: &ForwardInput, wanted: &[ActivationKey]) -> Result<()> {
+        self.check_request(input, wanted, &Experiment::default())
+    }
+
+    /// `check_input` for a request with edits, a start, an end and a logits choice.
+    pub fn check_request(
+        &self,
+        input: &ForwardInput,
+        wanted: &[ActivationKey],
+        x: &Experiment,
+    ) -> Result<()> {
         let bad = |m: String| Err(err(ErrorKind::InvalidArgument, m));
         let (b, t) = (input.batch, input.seq_len);
         if b <= 0 || t <= 0 {
@@ -210,25 +255,9 @@ impl Model {
                 self.config.ctx_window
             ));
         }
-        if input.tokens.len() as i64 != b * t {
-            return bad(format!(
-                "{} token ids given for a {b}x{t} batch",
-                input.tokens.len()
-            ));
-        }
-        if let Some((i, id)) = input
-            .tokens
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id < 0 || id >= self.n_vocab)
-        {
-            return Err(err(
-                ErrorKind::Token,
-                format!(
-                    "token id {id} at position {i} is outside the vocabulary (0..{})",
-                    self.n_vocab
-                ),
-            ));
+        // With a start residual the tokens are optional; given, they are checked all the same.
+        if x.start.is_none() || !input.tokens.is_empty() {
+            self.check_tokens(input)?;
         }
         if let Some(pad) = &input.pad {
             if pad.len() as i64 != b * t {
@@ -246,58 +275,261 @@ impl Model {
                 }
             }
         }
+        let layers = self.layer_range(x)?;
         for &(act, layer) in wanted {
-            match (act.per_layer(), layer) {
-                (true, Some(l)) if (0..self.config.n_layers).contains(&l) => {}
-                (true, Some(l)) => {
-                    return bad(format!(
-                        "layer {l} out of range for {} (model has {} layers)",
-                        act.name(),
-                        self.config.n_layers
-                    ))
-                }
-                (true, None) => {
-                    return bad(format!("{} is per-layer: a layer is required", act.name()))
-                }
-                (false, Some(l)) => {
-                    return bad(format!(
-                        "{} is model-wide: no layer may be given (got {l})",
-                        act.name()
-                    ))
-                }
-                (false, None) => {}
+            self.check_key(act, layer, layers, x, act.name())?;
+        }
+        for (i, e) in x.edits.iter().enumerate() {
+            let which = format!("edit {i} ({})", e.location.name());
+            self.check_key(e.location, e.layer, layers, x, &which)?;
+            e.check(&self.full_shape(e.location, b, t), &which)?;
+            if let EditOp::Add(op) | EditOp::Replace(op) = &e.op {
+                self.check_device(op, &format!("{which}: the operand"))?;
             }
+        }
+        if let Some(s) = &x.start {
+            let want = [b, t, self.config.d_model];
+            if s.resid.size() != want {
+                return Err(err(
+                    ErrorKind::Shape,
+                    format!(
+                        "the start residual has shape {:?} but layer {}'s input is {want:?} \
+                         ([batch, seq_len, d_model])",
+                        s.resid.size(),
+                        s.layer
+                    ),
+                ));
+            }
+            self.check_device(&s.resid, "the start residual")?;
         }
         Ok(())
     }
 
+    fn check_tokens(&self, input: &ForwardInput) -> Result<()> {
+        let (b, t) = (input.batch, input.seq_len);
+        if input.tokens.len() as i64 != b * t {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("{} token ids given for a {b}x{t} batch", input.tokens.len()),
+            ));
+        }
+        match input
+            .tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id < 0 || id >= self.n_vocab)
+        {
+            Some((i, id)) => Err(err(
+                ErrorKind::Token,
+                format!(
+                    "token id {id} at position {i} is outside the vocabulary (0..{})",
+                    self.n_vocab
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The layers a request runs, `first..end`: checked against each other and the model.
+    fn layer_range(&self, x: &Experiment) -> Result<(i64, i64)> {
+        let n = self.config.n_layers;
+        let first = x.start.as_ref().map_or(0, |s| s.layer);
+        let end = x.end_layer.unwrap_or(n);
+        if !(0..n).contains(&first) || end <= first || end > n {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "start layer {first} and end layer {end} are out of order or out of range: \
+                     the request runs layers start..end, 0 <= start < end <= {n}"
+                ),
+            ));
+        }
+        Ok((first, end))
+    }
+
+    /// A location and layer that this request computes (for an activation or an edit).
+    fn check_key(
+        &self,
+        act: Activation,
+        layer: Option<i64>,
+        (first, end): (i64, i64),
+        x: &Experiment,
+        what: &str,
+    ) -> Result<()> {
+        let bad = |m: String| Err(err(ErrorKind::InvalidArgument, format!("{what}: {m}")));
+        let n = self.config.n_layers;
+        match (act.per_layer(), layer) {
+            (true, Some(l)) if !(0..n).contains(&l) => bad(format!(
+                "layer {l} out of range for {} (model has {n} layers)",
+                act.name()
+            )),
+            (true, Some(l)) if !(first..end).contains(&l) => bad(format!(
+                "layer {l} is not run by this request (it runs layers {first}..{end})"
+            )),
+            (true, None) => bad(format!("{} is per-layer: a layer is required", act.name())),
+            (false, Some(l)) => bad(format!(
+                "{} is model-wide: no layer may be given (got {l})",
+                act.name()
+            )),
+            (false, None) if act == Activation::ResidPostEmb && x.start.is_some() => bad(
+                "resid.post_emb is not computed: the request starts from a residual stream".into(),
+            ),
+            (false, None) if act != Activation::ResidPostEmb && x.end_layer.is_some() => {
+                bad(format!(
+                    "{} is not computed: the request stops after layer {}",
+                    act.name(),
+                    end - 1
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A caller tensor must be on the CPU (it is copied over) or on the model's device.
+    fn check_device(&self, t: &Tensor, what: &str) -> Result<()> {
+        let d = Device::from_tch(t.device());
+        match d == Device::Cpu || d == self.device {
+            true => Ok(()),
+            false => Err(err(
+                ErrorKind::Device,
+                format!("{what} is on {d:?} but the model is on {:?}", self.device),
+            )),
+        }
+    }
+
+    /// An activation's shape `[batch, ...per-sequence shape]` for `t` positions.
+    pub fn full_shape(&self, act: Activation, batch: i64, t: i64) -> Vec<i64> {
+        let c = &self.config;
+        let size = |d: Dimension| match d {
+            Dimension::SequenceTokens | Dimension::AttendedToSequenceTokens => t,
+            Dimension::ResidualStreamChannels => c.d_model,
+            Dimension::AttnHeads => c.n_heads,
+            Dimension::QueryAndKeyChannels => c.d_head_qk(),
+            Dimension::ValueChannels => c.d_head_v(),
+            Dimension::MlpActs => c.d_ff(),
+            Dimension::VocabSize => self.n_vocab,
+            _ => 1,
+        };
+        std::iter::once(batch)
+            .chain(act.shape().iter().map(|&d| size(d)))
+            .collect()
+    }
+
     /// Runs the model without recording gradients; keeps only the requested activations.
     pub fn forward(&self, input: &ForwardInput, wanted: &[ActivationKey]) -> Result<ForwardOutput> {
-        self.check_input(input, wanted)?;
-        let mut cap = Capture {
+        self.forward_with(input, wanted, &Experiment::default())
+    }
+
+    /// `forward` with edits, a start, an end and a logits choice (an experiment).
+    pub fn forward_with(
+        &self,
+        input: &ForwardInput,
+        wanted: &[ActivationKey],
+        x: &Experiment,
+    ) -> Result<ForwardOutput> {
+        self.check_request(input, wanted, x)?;
+        let edits = x
+            .edits
+            .iter()
+            .map(|e| self.on_device(e))
+            .collect::<TchResult<Vec<_>>>()?;
+        let mut hooks = Hooks {
             wanted: wanted.iter().copied().collect(),
+            edits: &edits,
             got: Vec::new(),
         };
-        let logits = tch::no_grad(|| self.run(input, &mut cap))?;
+        let logits = tch::no_grad(|| self.run(input, x, &mut hooks))?;
         Ok(ForwardOutput {
-            logits: OwnedTensor::owned(logits, false),
-            activations: cap.got,
+            logits: logits.map(|l| OwnedTensor::owned(l, false)),
+            activations: hooks.got,
         })
     }
 
-    fn run(&self, input: &ForwardInput, cap: &mut Capture) -> TchResult<Tensor> {
+    /// The edit with its operand on the model's device, in the model's dtype.
+    fn on_device(&self, e: &Edit) -> TchResult<Edit> {
+        let dev = self.device.to_tch();
+        let kind = self.options.dtype.kind();
+        let moved = |t: &Tensor| t.f_to_device_(dev, kind, false, false);
+        let op = match &e.op {
+            EditOp::Set(v) => EditOp::Set(*v),
+            EditOp::Scale(f) => EditOp::Scale(*f),
+            EditOp::Add(t) => EditOp::Add(moved(t)?),
+            EditOp::Replace(t) => EditOp::Replace(moved(t)?),
+        };
+        Ok(Edit {
+            location: e.location,
+            layer: e.layer,
+            selection: e.selection.clone(),
+            op,
+        })
+    }
+
+    fn run(
+        &self,
+        input: &ForwardInput,
+        x: &Experiment,
+        hooks: &mut Hooks,
+    ) -> TchResult<Option<Tensor>> {
         let dev = self.device.to_tch();
         let (b, t) = (input.batch, input.seq_len);
-        let tokens = Tensor::f_from_slice(&input.tokens)?
-            .f_view([b, t])?
-            .f_to(dev)?;
         let pad = match &input.pad {
             Some(p) if p.iter().any(|&x| x) => {
                 Some(Tensor::f_from_slice(p)?.f_view([b, t])?.f_to(dev)?)
             }
             _ => None,
         };
-        let positions = match &pad {
+        let mask = self.attention_mask(t, pad.as_ref())?;
+        let (mut h, first) = match &x.start {
+            Some(s) => {
+                let kind = self.options.dtype.kind();
+                (s.resid.f_to_device_(dev, kind, false, false)?, s.layer)
+            }
+            None => (self.embed(input, pad.as_ref(), hooks)?, 0),
+        };
+        for layer in first..x.end_layer.unwrap_or(self.config.n_layers) {
+            h = self.block(layer, h, &mask, hooks)?;
+        }
+        if x.end_layer.is_some() {
+            return Ok(None);
+        }
+        let (lnf, scale) = (Activation::ResidLnFScale, Activation::ResidPostLnF);
+        let h = self.layer_norm(
+            &h,
+            self.p("final_ln.weight")?,
+            self.p("final_ln.bias")?,
+            hooks,
+            (lnf, scale, None),
+        )?;
+        let unembed = self.p("unembed.weight")?;
+        Ok(match x.logits {
+            LogitsChoice::All => Some(h.f_linear::<&Tensor>(unembed, None)?),
+            LogitsChoice::Last => {
+                let last = last_positions(pad.as_ref(), b, t, dev)?;
+                let d = h.size()[2];
+                let rows = h.f_gather(
+                    1,
+                    &last.f_view([b, 1, 1])?.f_expand([b, 1, d], false)?,
+                    false,
+                )?;
+                Some(rows.f_linear::<&Tensor>(unembed, None)?)
+            }
+            LogitsChoice::None => None,
+        })
+    }
+
+    /// Token plus position embeddings: `resid.post_emb`.
+    fn embed(
+        &self,
+        input: &ForwardInput,
+        pad: Option<&Tensor>,
+        hooks: &mut Hooks,
+    ) -> TchResult<Tensor> {
+        let dev = self.device.to_tch();
+        let (b, t) = (input.batch, input.seq_len);
+        let tokens = Tensor::f_from_slice(&input.tokens)?
+            .f_view([b, t])?
+            .f_to(dev)?;
+        let positions = match pad {
             None => Tensor::f_arange(t, (Kind::Int64, dev))?.f_unsqueeze(0)?,
             Some(p) => p
                 .f_logical_not()?
@@ -305,20 +537,11 @@ impl Model {
                 .f_sub_scalar(1)?
                 .f_clamp_min(0)?,
         };
-        let mask = self.attention_mask(t, pad.as_ref())?;
-        let mut x =
+        let x =
             Tensor::f_embedding(self.p("tok_embed.weight")?, &tokens, -1, false, false)?.f_add(
                 &Tensor::f_embedding(self.p("pos_embed.weight")?, &positions, -1, false, false)?,
             )?;
-        cap.put(Activation::ResidPostEmb, None, &x);
-        for layer in 0..self.config.n_layers {
-            x = self.block(layer, x, &mask, cap)?;
-        }
-        let (h, scale) =
-            self.layer_norm(&x, self.p("final_ln.weight")?, self.p("final_ln.bias")?)?;
-        cap.put(Activation::ResidLnFScale, None, &scale);
-        cap.put(Activation::ResidPostLnF, None, &h);
-        h.f_linear::<&Tensor>(self.p("unembed.weight")?, None)
+        hooks.at(Activation::ResidPostEmb, None, x)
     }
 
     /// Allowed (query, key) pairs `[batch or 1, 1, T, S]`: causal, and where padding is
@@ -339,18 +562,19 @@ impl Model {
         Ok(allowed)
     }
 
-    fn block(&self, layer: i64, x: Tensor, mask: &Tensor, cap: &mut Capture) -> TchResult<Tensor> {
+    fn block(&self, layer: i64, x: Tensor, mask: &Tensor, hooks: &mut Hooks) -> TchResult<Tensor> {
+        use Activation::*;
         let c = &self.config;
         let (b, t) = (x.size()[0], x.size()[1]);
         let (heads, dqk, dv) = (c.n_heads, c.d_head_qk(), c.d_head_v());
-        let (h, scale) = self.layer_norm(
+        let l = Some(layer);
+        let h = self.layer_norm(
             &x,
             self.lp(layer, "ln_1.weight")?,
             self.lp(layer, "ln_1.bias")?,
+            hooks,
+            (AttnLnScale, ResidPostAttnLn, l),
         )?;
-        let l = Some(layer);
-        cap.put(Activation::AttnLnScale, l, &scale);
-        cap.put(Activation::ResidPostAttnLn, l, &h);
         let qk_scale = (dqk as f64).powf(-0.25);
         let proj = |name: &str, d: i64| -> TchResult<Tensor> {
             h.f_linear(
@@ -359,112 +583,145 @@ impl Model {
             )?
             .f_view([b, t, heads, d])
         };
-        let q = proj("q_proj", dqk)?.f_mul_scalar(qk_scale)?;
-        let k = proj("k_proj", dqk)?.f_mul_scalar(qk_scale)?;
-        let v = proj("v_proj", dv)?;
-        cap.put(Activation::AttnQ, l, &q);
-        cap.put(Activation::AttnK, l, &k);
-        cap.put(Activation::AttnV, l, &v);
-        // [B, H, T, S]
-        let logits = q
+        let q = hooks.at(AttnQ, l, proj("q_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
+        let k = hooks.at(AttnK, l, proj("k_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
+        let v = hooks.at(AttnV, l, proj("v_proj", dv)?)?;
+        // [B, H, T, S]; edits see [B, T, S, H] before the masks, which are applied after them.
+        let raw = q
             .f_permute([0, 2, 1, 3])?
-            .f_matmul(&k.f_permute([0, 2, 3, 1])?)?
-            .f_masked_fill(&mask.f_logical_not()?, f64::NEG_INFINITY)?;
+            .f_matmul(&k.f_permute([0, 2, 3, 1])?)?;
+        let raw = hooks.edit_heads_last(AttnQkLogits, l, raw)?;
+        let logits = raw.f_masked_fill(&mask.f_logical_not()?, f64::NEG_INFINITY)?;
+        hooks.put_heads_last(AttnQkLogits, l, &logits)?;
         let probs = logits
             .f_softmax(-1, Kind::Float)?
             .f_to_dtype(x.kind(), false, false)?;
-        if cap.wants(Activation::AttnQkLogits, l) {
-            cap.put(
-                Activation::AttnQkLogits,
-                l,
-                &logits.f_permute([0, 2, 3, 1])?,
-            );
-        }
-        if cap.wants(Activation::AttnQkProbs, l) {
-            cap.put(Activation::AttnQkProbs, l, &probs.f_permute([0, 2, 3, 1])?);
-        }
+        let probs = hooks.edit_heads_last(AttnQkProbs, l, probs)?;
+        hooks.put_heads_last(AttnQkProbs, l, &probs)?;
         let v_out = probs
             .f_matmul(&v.f_permute([0, 2, 1, 3])?)?
             .f_permute([0, 2, 1, 3])?;
-        cap.put(Activation::AttnVOut, l, &v_out);
+        let v_out = hooks.at(AttnVOut, l, v_out)?;
         let delta_attn = v_out.f_reshape([b, t, heads * dv])?.f_linear(
             self.lp(layer, "attn.out_proj.weight")?,
             Some(self.lp(layer, "attn.out_proj.bias")?),
         )?;
-        cap.put(Activation::ResidDeltaAttn, l, &delta_attn);
-        let x = x.f_add(&delta_attn)?;
-        cap.put(Activation::ResidPostAttn, l, &x);
-        let (h, scale) = self.layer_norm(
+        let delta_attn = hooks.at(ResidDeltaAttn, l, delta_attn)?;
+        let x = hooks.at(ResidPostAttn, l, x.f_add(&delta_attn)?)?;
+        let h = self.layer_norm(
             &x,
             self.lp(layer, "ln_2.weight")?,
             self.lp(layer, "ln_2.bias")?,
+            hooks,
+            (MlpLnScale, ResidPostMlpLn, l),
         )?;
-        cap.put(Activation::MlpLnScale, l, &scale);
-        cap.put(Activation::ResidPostMlpLn, l, &h);
         let pre = h.f_linear(
             self.lp(layer, "mlp.in_layer.weight")?,
             Some(self.lp(layer, "mlp.in_layer.bias")?),
         )?;
-        cap.put(Activation::MlpPreAct, l, &pre);
-        let post = pre.f_gelu("tanh")?;
-        cap.put(Activation::MlpPostAct, l, &post);
+        let pre = hooks.at(MlpPreAct, l, pre)?;
+        let post = hooks.at(MlpPostAct, l, pre.f_gelu("tanh")?)?;
         let delta_mlp = post.f_linear(
             self.lp(layer, "mlp.out_layer.weight")?,
             Some(self.lp(layer, "mlp.out_layer.bias")?),
         )?;
-        cap.put(Activation::ResidDeltaMlp, l, &delta_mlp);
-        let x = x.f_add(&delta_mlp)?;
-        cap.put(Activation::ResidPostMlp, l, &x);
-        Ok(x)
+        let delta_mlp = hooks.at(ResidDeltaMlp, l, delta_mlp)?;
+        hooks.at(ResidPostMlp, l, x.f_add(&delta_mlp)?)
     }
 
     /// TDB's Norm: in float32, `x - mean`, `scale = sqrt(mean(x^2) + 1e-5)`, `x / scale * w + b`,
-    /// cast back. Returns the output and the scale `[B, T, 1]`.
-    fn layer_norm(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> TchResult<(Tensor, Tensor)> {
+    /// cast back. `(scale, output, layer)` name the two activations it produces; an edit of the
+    /// scale changes what the normalisation divides by.
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        hooks: &mut Hooks,
+        (scale_at, out_at, layer): (Activation, Activation, Option<i64>),
+    ) -> TchResult<Tensor> {
         let kind = x.kind();
         let xf = x.f_to_dtype(Kind::Float, false, false)?;
         let centered = xf.f_sub(&xf.f_mean_dim([-1i64].as_slice(), true, Kind::Float)?)?;
-        let scale = centered
+        let mut scale = centered
             .f_square()?
             .f_mean_dim([-1i64].as_slice(), true, Kind::Float)?
             .f_add_scalar(1e-5)?
             .f_sqrt()?;
+        let edited = hooks.at(scale_at, layer, scale.f_to_dtype(kind, false, false)?)?;
+        if hooks.edits_at(scale_at, layer) {
+            scale = edited.f_to_dtype(Kind::Float, false, false)?;
+        }
         let out = centered
             .f_div(&scale)?
             .f_mul(&w.f_to_dtype(Kind::Float, false, false)?)?
             .f_add(&b.f_to_dtype(Kind::Float, false, false)?)?;
-        Ok((
-            out.f_to_dtype(kind, false, false)?,
-            scale.f_to_dtype(kind, false, false)?,
-        ))
+        hooks.at(out_at, layer, out.f_to_dtype(kind, false, false)?)
     }
 }
 
-/// Whether a tensor of shape `from` broadcasts to `to` (numpy rules).
-fn broadcastable(from: &[i64], to: &[i64]) -> bool {
-    from.len() <= to.len()
-        && from
-            .iter()
-            .rev()
-            .zip(to.iter().rev())
-            .all(|(f, t)| *f == 1 || f == t)
+/// Each row's last non-padding position `[batch]` (0 for a row of padding only).
+fn last_positions(pad: Option<&Tensor>, b: i64, t: i64, dev: tch::Device) -> TchResult<Tensor> {
+    match pad {
+        None => Tensor::f_full([b], t - 1, (Kind::Int64, dev)),
+        Some(p) => p
+            .f_logical_not()?
+            .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)?
+            .f_sub_scalar(1)?
+            .f_clamp_min(0),
+    }
 }
 
-/// Keeps the requested activations and nothing else.
-struct Capture {
+/// Where a forward pass meets its request: the edits at each location, then the capture of
+/// the (edited) value when it was asked for.
+struct Hooks<'a> {
     wanted: HashSet<ActivationKey>,
+    edits: &'a [Edit],
     got: Vec<(ActivationKey, OwnedTensor)>,
 }
 
-impl Capture {
-    fn wants(&self, act: Activation, layer: Option<i64>) -> bool {
-        self.wanted.contains(&(act, layer))
+impl Hooks<'_> {
+    fn edits_at(&self, act: Activation, layer: Option<i64>) -> bool {
+        self.edits
+            .iter()
+            .any(|e| e.location == act && e.layer == layer)
+    }
+
+    /// `x` after every edit at this location, in list order.
+    fn edit(&self, act: Activation, layer: Option<i64>, x: Tensor) -> TchResult<Tensor> {
+        self.edits
+            .iter()
+            .filter(|e| e.location == act && e.layer == layer)
+            .try_fold(x, |x, e| e.apply(&x))
     }
 
     fn put(&mut self, act: Activation, layer: Option<i64>, t: &Tensor) {
-        if self.wants(act, layer) {
+        if self.wanted.contains(&(act, layer)) {
             self.got
                 .push(((act, layer), OwnedTensor::owned(t.shallow_clone(), false)));
         }
+    }
+
+    /// Edits, then captures: what every location but the attention pattern does.
+    fn at(&mut self, act: Activation, layer: Option<i64>, x: Tensor) -> TchResult<Tensor> {
+        let x = self.edit(act, layer, x)?;
+        self.put(act, layer, &x);
+        Ok(x)
+    }
+
+    /// Edits an attention pattern held as `[B, H, T, S]` in its exposed layout `[B, T, S, H]`.
+    fn edit_heads_last(&self, act: Activation, layer: Option<i64>, x: Tensor) -> TchResult<Tensor> {
+        if !self.edits_at(act, layer) {
+            return Ok(x);
+        }
+        self.edit(act, layer, x.f_permute([0, 2, 3, 1])?)?
+            .f_permute([0, 3, 1, 2])
+    }
+
+    fn put_heads_last(&mut self, act: Activation, layer: Option<i64>, x: &Tensor) -> TchResult<()> {
+        if self.wanted.contains(&(act, layer)) {
+            self.put(act, layer, &x.f_permute([0, 2, 3, 1])?);
+        }
+        Ok(())
     }
 }

@@ -74,7 +74,10 @@ pub fn sample(model: &Model, prompt: &[i64], opts: &SampleOptions) -> Result<Vec
             pad: None,
         };
         let out = model.forward(&input, &[])?;
-        let last = out.logits.tensor.f_get(0)?.f_get(window.len() as i64 - 1)?;
+        let logits = out
+            .logits
+            .ok_or_else(|| err(ErrorKind::Internal, "a forward pass without logits"))?;
+        let last = logits.tensor.f_get(0)?.f_get(window.len() as i64 - 1)?;
         let logits = Vec::<f32>::try_from(
             last.f_to_dtype(tch::Kind::Float, false, false)?
                 .f_to(tch::Device::Cpu)?,

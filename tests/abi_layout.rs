@@ -79,7 +79,7 @@ fn layouts() -> Vec<Layout> {
         ),
         layout!(
             mc_forward_request,
-            80,
+            120,
             [
                 (struct_size, 0, 4),
                 (token_type, 4, 4),
@@ -92,6 +92,27 @@ fn layouts() -> Vec<Layout> {
                 (activations, 56, 8),
                 (layers, 64, 8),
                 (n_activations, 72, 8),
+                (edits, 80, 8),
+                (n_edits, 88, 8),
+                (start_residual, 96, 8),
+                (start_layer, 104, 4),
+                (end_layer, 108, 4),
+                (logits, 112, 4),
+                (reserved, 116, 4),
+            ]
+        ),
+        layout!(
+            mc_edit,
+            48,
+            [
+                (struct_size, 0, 4),
+                (location, 4, 4),
+                (layer, 8, 4),
+                (op, 12, 4),
+                (value, 16, 8),
+                (operand, 24, 8),
+                (selection, 32, 8),
+                (n_selection, 40, 8),
             ]
         ),
         layout!(
@@ -107,6 +128,13 @@ fn layouts() -> Vec<Layout> {
             ]
         ),
     ]
+}
+
+/// `mc_axis_selection` is fixed forever (it has no struct_size): a pointer and a count.
+#[test]
+fn axis_selection_is_fixed() {
+    assert_eq!(size_of::<mc_axis_selection>(), 16);
+    assert_eq!(offset_of!(mc_axis_selection, n_indices), 8);
 }
 
 #[test]
@@ -166,6 +194,7 @@ fn init_accepts_exactly_the_0_2_size_and_up() {
     check(mc_open_options_init, 64);
     check(mc_weight_request_init, 32);
     check(mc_model_options_init, 12);
-    check(mc_forward_request_init, 80);
+    check(mc_forward_request_init, 120);
+    check(mc_edit_init, 48);
     check(mc_sample_options_init, 40);
 }

@@ -359,3 +359,276 @@ fn sampling_through_the_c_api() {
     assert!(last_error().contains("empty prompt"));
     unsafe { mc_free(ctx) };
 }
+
+/// A float32 CPU DLPack tensor over `data`, borrowed by the library (no deleter).
+fn borrowed(data: &[f32], shape: &mut [i64]) -> DLManagedTensorVersioned {
+    use model_context::ffi::dlpack::*;
+    DLManagedTensorVersioned {
+        version: DLPackVersion { major: 1, minor: 1 },
+        manager_ctx: null_mut(),
+        deleter: None,
+        flags: 0,
+        dl_tensor: DLTensor {
+            data: data.as_ptr() as *mut _,
+            device: DLDevice {
+                device_type: 1,
+                device_id: 0,
+            },
+            ndim: shape.len() as i32,
+            dtype: DLDataType {
+                code: 2,
+                bits: 32,
+                lanes: 1,
+            },
+            shape: shape.as_mut_ptr(),
+            strides: null_mut(),
+            byte_offset: 0,
+        },
+    }
+}
+
+fn logits_of(ctx: *const mc_context, r: &mc_forward_request) -> Vec<f32> {
+    let out = forward(ctx, r).unwrap();
+    let mut t: *mut DLManagedTensorVersioned = null_mut();
+    assert_eq!(
+        unsafe { mc_forward_output_get(out, MC_ACT_LOGITS, MC_LAYER_NONE, &mut t) },
+        MC_OK
+    );
+    let v = unsafe {
+        let dl = &(*t).dl_tensor;
+        let n: i64 = std::slice::from_raw_parts(dl.shape, dl.ndim as usize)
+            .iter()
+            .product();
+        let v = std::slice::from_raw_parts(dl.data as *const f32, n as usize).to_vec();
+        ((*t).deleter.unwrap())(t);
+        v
+    };
+    unsafe { mc_forward_output_free(out) };
+    v
+}
+
+#[test]
+fn edits_start_end_and_logits_choice_through_the_c_api() {
+    let ctx = open();
+    let tokens = [464u32, 2068, 7586, 21831];
+    let plain = logits_of(ctx, &request(&tokens, 1, 4, &[], &[]));
+    // Zero-ablate neuron 5 of layer 1 and capture it: the captured value is the edited one.
+    let neuron = [5i64];
+    let sel = [
+        mc_axis_selection {
+            indices: null(),
+            n_indices: 0,
+        },
+        mc_axis_selection {
+            indices: null(),
+            n_indices: 0,
+        },
+        mc_axis_selection {
+            indices: neuron.as_ptr(),
+            n_indices: 1,
+        },
+    ];
+    let mut e = common::init(mc_edit_init);
+    (e.location, e.layer, e.op) = (MC_ACT_MLP_POST_ACT, 1, MC_EDIT_SET);
+    (e.selection, e.n_selection) = (sel.as_ptr(), 3);
+    let mut r = request(&tokens, 1, 4, &[MC_ACT_MLP_POST_ACT], &[1]);
+    (r.edits, r.n_edits) = (&e, 1);
+    let out = forward(ctx, &r).unwrap();
+    let mut t: *mut DLManagedTensorVersioned = null_mut();
+    assert_eq!(
+        unsafe { mc_forward_output_get(out, MC_ACT_MLP_POST_ACT, 1, &mut t) },
+        MC_OK
+    );
+    unsafe {
+        let v = std::slice::from_raw_parts((*t).dl_tensor.data as *const f32, 4 * 128);
+        assert!((0..4).all(|p| v[p * 128 + 5] == 0.0) && v[6] != 0.0);
+        ((*t).deleter.unwrap())(t);
+        mc_forward_output_free(out);
+    }
+    assert_ne!(logits_of(ctx, &r), plain);
+    // Steering with a borrowed [d_model] vector; the last position's logits only.
+    // Not a constant vector: the layer norms downstream would remove that.
+    let steer: Vec<f32> = (0..32).map(|i| i as f32 / 8.0 - 2.0).collect();
+    let mut shape = [32i64];
+    let operand = borrowed(&steer, &mut shape);
+    let mut s = common::init(mc_edit_init);
+    (s.location, s.layer, s.op, s.operand) = (MC_ACT_RESID_POST_MLP, 0, MC_EDIT_ADD, &operand);
+    let mut r = request(&tokens, 1, 4, &[], &[]);
+    (r.edits, r.n_edits, r.logits) = (&s, 1, MC_LOGITS_LAST);
+    let last = logits_of(ctx, &r);
+    assert_eq!(last.len(), 50257);
+    r.logits = MC_LOGITS_ALL;
+    let all = logits_of(ctx, &r);
+    assert!(last
+        .iter()
+        .zip(&all[3 * 50257..])
+        .all(|(a, b)| (a - b).abs() < 1e-5));
+    assert!(last
+        .iter()
+        .zip(&plain[3 * 50257..])
+        .any(|(a, b)| (a - b).abs() > 1e-3));
+    // Start at layer 1 from a residual of zeros (no tokens), stop after layer 1: no logits.
+    let zeros = vec![0f32; 4 * 32];
+    let mut rshape = [1i64, 4, 32];
+    let resid = borrowed(&zeros, &mut rshape);
+    let mut r = request(&[], 1, 4, &[MC_ACT_RESID_POST_MLP], &[MC_LAYER_ALL]);
+    (r.start_residual, r.start_layer, r.end_layer) = (&resid, 1, 2);
+    let out = forward(ctx, &r).unwrap();
+    assert_eq!(
+        get(out, MC_ACT_LOGITS, MC_LAYER_NONE),
+        Err(MC_ERR_NOT_FOUND)
+    );
+    assert_eq!(get(out, MC_ACT_RESID_POST_MLP, 1).unwrap(), [1, 4, 32]);
+    assert_eq!(
+        get(out, MC_ACT_RESID_POST_MLP, 0),
+        Err(MC_ERR_NOT_FOUND),
+        "layer 0 was not run"
+    );
+    unsafe { mc_forward_output_free(out) };
+    unsafe { mc_free(ctx) };
+}
+
+#[test]
+fn bad_edits_have_their_status_and_name_the_field() {
+    let ctx = open();
+    let tokens = [464u32, 2068, 7586];
+    let big = [400i64];
+    let whole = mc_axis_selection {
+        indices: null(),
+        n_indices: 0,
+    };
+    let out_of_range = [
+        whole,
+        whole,
+        mc_axis_selection {
+            indices: big.as_ptr(),
+            n_indices: 1,
+        },
+    ];
+    let no_length = [mc_axis_selection {
+        indices: big.as_ptr(),
+        n_indices: 0,
+    }];
+    let no_list = [mc_axis_selection {
+        indices: null(),
+        n_indices: 2,
+    }];
+    let v = vec![1f32; 7];
+    let mut shape7 = [7i64];
+    let wrong_shape = borrowed(&v, &mut shape7);
+    let mut on_gpu = borrowed(&v, &mut shape7);
+    // A CUDA device no machine has (the data is host memory: never dereferenced).
+    (
+        on_gpu.dl_tensor.device.device_type,
+        on_gpu.dl_tensor.device.device_id,
+    ) = (2, 57);
+    let mut int_operand = borrowed(&v, &mut shape7);
+    int_operand.dl_tensor.dtype.code = 0;
+    let narrow = vec![0f32; 3 * 31];
+    let mut nshape = [1i64, 3, 31];
+    let narrow_resid = borrowed(&narrow, &mut nshape);
+    type Tweak<'a> = Box<dyn Fn(&mut mc_edit, &mut mc_forward_request) + 'a>;
+    let cases: Vec<(Tweak, i32, &str)> = vec![
+        (
+            Box::new(|e, _| (e.selection, e.n_selection) = (out_of_range.as_ptr(), 3)),
+            MC_ERR_INVALID_ARGUMENT,
+            "axis 2: index 400 out of range 0..128",
+        ),
+        (
+            Box::new(|e, _| (e.selection, e.n_selection) = (no_length.as_ptr(), 1)),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->edits[0].selection[0].indices` is given but",
+        ),
+        (
+            Box::new(|e, _| (e.selection, e.n_selection) = (no_list.as_ptr(), 1)),
+            MC_ERR_NULL_ARGUMENT,
+            "`request->edits[0].selection[0].indices` is NULL but its length is 2",
+        ),
+        (
+            Box::new(|e, _| (e.selection, e.n_selection) = (null(), 1)),
+            MC_ERR_NULL_ARGUMENT,
+            "selection` is NULL",
+        ),
+        (
+            Box::new(|e, _| (e.location, e.layer) = (MC_ACT_LOGITS, MC_LAYER_NONE)),
+            MC_ERR_INVALID_ARGUMENT,
+            "logits cannot be edited",
+        ),
+        (
+            Box::new(|e, _| e.op = 9),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->edits[0].op` = 9",
+        ),
+        (
+            Box::new(|e, _| e.op = MC_EDIT_ADD),
+            MC_ERR_NULL_ARGUMENT,
+            "`request->edits[0].operand` is NULL",
+        ),
+        (
+            Box::new(|e, _| (e.op, e.operand) = (MC_EDIT_REPLACE, &wrong_shape)),
+            MC_ERR_SHAPE,
+            "operand of shape [7] does not broadcast to the selection's shape [1, 3, 128]",
+        ),
+        (
+            Box::new(|e, _| (e.op, e.operand) = (MC_EDIT_ADD, &on_gpu)),
+            MC_ERR_DEVICE,
+            "`request->edits[0].operand`: device cuda:57 requested",
+        ),
+        (
+            Box::new(|e, _| (e.op, e.operand) = (MC_EDIT_ADD, &int_operand)),
+            MC_ERR_INVALID_ARGUMENT,
+            "expected float32, float16 or bfloat16",
+        ),
+        (
+            Box::new(|e, _| e.struct_size = 8),
+            MC_ERR_INVALID_ARGUMENT,
+            "edits[0]",
+        ),
+        (
+            Box::new(|_, r| r.n_edits = 2),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->edits[1].struct_size` differs",
+        ),
+        (
+            Box::new(|_, r| r.reserved = 1),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->reserved` = 1 must be zero",
+        ),
+        (
+            Box::new(|_, r| r.logits = 3),
+            MC_ERR_INVALID_ARGUMENT,
+            "`request->logits` = 3",
+        ),
+        (
+            Box::new(|_, r| r.end_layer = 3),
+            MC_ERR_INVALID_ARGUMENT,
+            "out of order or out of range",
+        ),
+        (
+            Box::new(|e, r| (e.layer, r.start_residual, r.start_layer) = (1, &narrow_resid, 1)),
+            MC_ERR_SHAPE,
+            "the start residual has shape [1, 3, 31] but layer 1's input is [1, 3, 32]",
+        ),
+    ];
+    // edits[1] reads past edits[0] only when n_edits says so: give it a zeroed neighbour.
+    for (tweak, status, needle) in cases {
+        let mut pair = [common::init(mc_edit_init), unsafe { std::mem::zeroed() }];
+        (pair[0].location, pair[0].layer) = (MC_ACT_MLP_POST_ACT, 0);
+        let mut r = request(&tokens, 1, 3, &[], &[]);
+        tweak(&mut pair[0], &mut r);
+        if r.n_edits == 0 {
+            r.n_edits = 1;
+        }
+        r.edits = pair.as_ptr();
+        let (s, msg) = forward(ctx, &r)
+            .err()
+            .unwrap_or_else(|| panic!("accepted: {needle}"));
+        assert_eq!(s, status, "{needle}: {msg}");
+        assert!(msg.contains(needle), "{needle}: {msg}");
+    }
+    assert!(
+        forward(ctx, &request(&tokens, 1, 3, &[], &[])).is_ok(),
+        "context usable"
+    );
+    unsafe { mc_free(ctx) };
+}

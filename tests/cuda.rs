@@ -80,7 +80,7 @@ fn forward_on_cuda_matches_cpu() {
         let m = ctx
             .get_or_create_model(Some(ModelOptions::default()))
             .unwrap();
-        m.forward(&input, &[]).unwrap().logits
+        m.forward(&input, &[]).unwrap().logits.unwrap()
     };
     let (a, b) = (run(Device::Cpu), run(Device::Cuda(0)));
     assert_eq!(b.device(), Device::Cuda(0));

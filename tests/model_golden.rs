@@ -8,7 +8,7 @@ use model_context::model::{ActivationKey, ForwardInput, ModelOptions};
 use model_context::{Device, ModelContext, OpenOptions, StandardModelContext, WeightLocation};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 fn golden() -> (PathBuf, Value) {
     let dir = common::data_dir(
@@ -26,17 +26,6 @@ fn open(dir: &Path) -> StandardModelContext {
         ..Default::default()
     };
     StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
-}
-
-fn input(case: &Value) -> ForwardInput {
-    let rows: Vec<Vec<i64>> = serde_json::from_value(case["tokens"].clone()).unwrap();
-    let pad: Option<Vec<Vec<bool>>> = serde_json::from_value(case["pad"].clone()).unwrap();
-    ForwardInput {
-        batch: rows.len() as i64,
-        seq_len: rows[0].len() as i64,
-        tokens: rows.concat(),
-        pad: pad.map(|p| p.concat()),
-    }
 }
 
 /// `[B, T, 1...]` true at non-padding positions, ready to broadcast against `like`.
@@ -67,7 +56,7 @@ fn activations_match_the_python_reference_and_hugging_face() {
                 .unwrap();
             let refs = case["ref"].as_object().unwrap();
             let wanted: Vec<ActivationKey> = refs.keys().map(|k| parse_key(k)).collect();
-            let inp = input(case);
+            let inp = common::case_input(case);
             let out = m.forward(&inp, &wanted).unwrap();
             for (key, entry) in refs {
                 let got = &out.get(parse_key(key)).unwrap().tensor;
@@ -83,7 +72,7 @@ fn activations_match_the_python_reference_and_hugging_face() {
             let Some(hf) = case["hf"].as_object() else {
                 continue;
             };
-            let logits = &out.logits.tensor;
+            let logits = &out.logits.as_ref().unwrap().tensor;
             let keep = real_positions(&inp, logits);
             let d = max_diff(logits, &load(&dir, &hf["logits"]), keep.as_ref());
             assert!(
@@ -143,8 +132,8 @@ fn each_padded_sequence_matches_itself_alone() {
             .iter()
             .filter(|c| !c["pad"].is_null())
         {
-            let inp = input(case);
-            let batch = m.forward(&inp, &[]).unwrap().logits.tensor;
+            let inp = common::case_input(case);
+            let batch = m.forward(&inp, &[]).unwrap().logits.unwrap().tensor;
             let pad = inp.pad.clone().unwrap();
             for row in 0..inp.batch as usize {
                 let t = inp.seq_len as usize;
@@ -155,7 +144,7 @@ fn each_padded_sequence_matches_itself_alone() {
                     seq_len: len as i64,
                     pad: None,
                 };
-                let single = m.forward(&alone, &[]).unwrap().logits.tensor;
+                let single = m.forward(&alone, &[]).unwrap().logits.unwrap().tensor;
                 let mine = batch.narrow(0, row as i64, 1).narrow(1, 0, len as i64);
                 let d = max_diff(&mine, &single, None);
                 assert!(d < 1e-5, "{} row {row}: {d}", model["name"]);
@@ -215,14 +204,18 @@ fn weights_are_the_same_before_and_after_creating_the_model_and_simplify_folds()
             "simplify changes the query weights"
         );
     }
-    let inp = input(&model["cases"][0]);
+    let inp = common::case_input(&model["cases"][0]);
     let plain = after
         .get_or_create_model(None)
         .unwrap()
         .forward(&inp, &[])
         .unwrap();
     let folded = sm.forward(&inp, &[]).unwrap();
-    let d = max_diff(&plain.logits.tensor, &folded.logits.tensor, None);
+    let d = max_diff(
+        &plain.logits.unwrap().tensor,
+        &folded.logits.unwrap().tensor,
+        None,
+    );
     assert!(d < 1e-4, "simplified logits differ by {d}");
     let e = simple.get_or_create_model(None).map(|_| ());
     assert!(e.is_ok(), "no options: returns the existing model");
@@ -351,7 +344,7 @@ fn sampling_is_seeded_and_greedy_follows_the_logits() {
             seq_len: seq.len() as i64,
             pad: None,
         };
-        let logits = m.forward(&inp, &[]).unwrap().logits.tensor;
+        let logits = m.forward(&inp, &[]).unwrap().logits.unwrap().tensor;
         assert_eq!(
             logits
                 .get(0)

@@ -4,6 +4,7 @@
 //! batch paths give the one-by-one result. A randomized comparison with tiktoken-rs's regex
 //! pre-tokenizer covers strings the corpus lacks.
 mod common;
+use common::Rng;
 use model_context::tokenizer::{Rank, Tokenizer};
 use model_context::ErrorKind;
 use serde_json::Value;
@@ -232,20 +233,6 @@ fn invalid_utf8_names_the_offset() {
         let e = tok.encode_bytes(bytes).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidArgument);
         assert!(e.message.contains(&format!("offset {offset}")), "{e}");
-    }
-}
-
-/// xorshift64*: deterministic random strings without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 

@@ -49,6 +49,7 @@ fn logits(ctx: &StandardModelContext) -> tch::Tensor {
         .forward(&input, &[])
         .unwrap()
         .logits
+        .unwrap()
         .tensor
 }
 

@@ -405,6 +405,10 @@ type ForwardRequest struct {
 	SeqLen      int
 	Pad         []bool // nil, or Batch*SeqLen flags, true at (right-)padding positions
 	Activations []ActivationRequest
+	Edits       []Edit       // applied where each activation is produced, in order
+	Start       *Start       // nil: start from the token embeddings
+	EndLayer    int          // 0: every layer; k: stop after layer k-1 (no logits)
+	Logits      LogitsChoice // LogitsAll (default), LogitsLast or LogitsNone
 }
 
 // cArray copies a Go slice into C memory (freed by the returned function).
@@ -457,6 +461,11 @@ func (c *Context) Forward(r ForwardRequest) (*ForwardOutput, error) {
 	req.activations = (*C.mc_activation)(cActs)
 	req.layers = (*C.int32_t)(cLayers)
 	req.n_activations = C.size_t(len(acts))
+	var arena cArena
+	defer arena.free()
+	if err := arena.experiment(&req, &r); err != nil {
+		return nil, err
+	}
 	var o *ForwardOutput
 	err := c.use(func(p *C.mc_context) error {
 		var out *C.mc_forward_output

@@ -617,3 +617,82 @@ func TestConcurrentUseAndClose(t *testing.T) {
 	c.Close()
 	wg2.Wait()
 }
+
+// Edits, start/stop and the logits choice from Go: a patch of the clean run's residual
+// stream reproduces the clean logits exactly; an ablation and a steering vector move them.
+func TestExperiments(t *testing.T) {
+	c := open(t)
+	clean, corrupt := []uint32{464, 2068, 7586, 21831}, []uint32{464, 3105, 7586, 21831}
+	last := func(r mc.ForwardRequest) []float32 {
+		t.Helper()
+		r.Batch, r.SeqLen, r.Logits = 1, 4, mc.LogitsLast
+		out, err := c.Forward(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		l, err := out.Logits()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := l.Shape(); len(s) != 3 || s[1] != 1 {
+			t.Fatalf("LogitsLast shape %v", s)
+		}
+		v, _ := l.Float32s()
+		return append([]float32(nil), v...)
+	}
+	diff := func(a, b []float32) float64 {
+		d := 0.0
+		for i := range a {
+			d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+		}
+		return d
+	}
+	base := last(mc.ForwardRequest{Tokens: corrupt})
+	ablated := last(mc.ForwardRequest{Tokens: corrupt, Edits: []mc.Edit{{
+		Location: mc.ActMLPPostAct, Layer: 1, Op: mc.EditSet, Selection: [][]int64{nil, nil, {7}}}}})
+	if diff(ablated, base) == 0 {
+		t.Fatal("zero-ablating a neuron changed nothing")
+	}
+	// The clean run's resid.post_mlp of layer 0, patched into the corrupted run.
+	out, err := c.Forward(mc.ForwardRequest{Tokens: clean, Batch: 1, SeqLen: 4,
+		Activations: []mc.ActivationRequest{{mc.ActResidPostMLP, 0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resid, _ := out.Get(mc.ActResidPostMLP, 0)
+	rv, _ := resid.Float32s()
+	patch := mc.Operand{Data: append([]float32(nil), rv...), Shape: resid.Shape()}
+	out.Close()
+	patched := last(mc.ForwardRequest{Tokens: corrupt, Edits: []mc.Edit{{
+		Location: mc.ActResidPostMLP, Layer: 0, Op: mc.EditReplace, Operand: &patch}}})
+	if d := diff(patched, last(mc.ForwardRequest{Tokens: clean})); d != 0 {
+		t.Fatalf("patched run differs from the clean run by %g", d)
+	}
+	// Starting at layer 1 from that residual (no tokens) gives the clean logits too.
+	started := last(mc.ForwardRequest{Start: &mc.Start{Layer: 1, Resid: patch}})
+	if d := diff(started, last(mc.ForwardRequest{Tokens: clean})); d > 1e-5 {
+		t.Fatalf("start at layer 1 differs by %g", d)
+	}
+	steer := make([]float32, 64)
+	steer[0] = 4
+	steered := last(mc.ForwardRequest{Tokens: corrupt, Edits: []mc.Edit{{Location: mc.ActResidPostMLP,
+		Layer: 0, Op: mc.EditAdd, Operand: &mc.Operand{Data: steer, Shape: []int64{64}}}}})
+	if diff(steered, base) == 0 {
+		t.Fatal("steering changed nothing")
+	}
+	// Bad edits are errors naming the cause; a short operand never reaches C.
+	_, err = c.Forward(mc.ForwardRequest{Tokens: corrupt, Batch: 1, SeqLen: 4, Edits: []mc.Edit{{
+		Location: mc.ActMLPPostAct, Layer: 1, Selection: [][]int64{nil, nil, {9999}}}}})
+	if !errors.Is(err, mc.ErrInvalidArgument) || !strings.Contains(err.Error(), "index 9999 out of range") {
+		t.Fatalf("out-of-range index: %v", err)
+	}
+	_, err = c.Forward(mc.ForwardRequest{Tokens: corrupt, Batch: 1, SeqLen: 4, Edits: []mc.Edit{{
+		Location: mc.ActResidPostMLP, Layer: 0, Op: mc.EditAdd, Operand: &mc.Operand{Data: steer[:3], Shape: []int64{64}}}}})
+	if !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Fatalf("short operand: %v", err)
+	}
+	if _, err = c.Forward(mc.ForwardRequest{Tokens: corrupt, Batch: 1, SeqLen: 4, EndLayer: 1, Logits: mc.LogitsAll}); err != nil {
+		t.Fatal(err)
+	}
+}

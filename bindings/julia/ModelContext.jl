@@ -27,7 +27,8 @@ module ModelContext
 using DLPack
 
 export Context, MCError, Tensor, ForwardOutput, config_json, dim_size, weight, encode, decode,
-    decode_token, forward, activation, cview, revview, version
+    decode_token, forward, activation, cview, revview, version, Edit, MC_EDIT_SET, MC_EDIT_SCALE,
+    MC_EDIT_ADD, MC_EDIT_REPLACE, MC_LOGITS_ALL, MC_LOGITS_LAST, MC_LOGITS_NONE
 
 const LIB = get(ENV, "MODEL_CONTEXT_LIB", "libmodel_context")
 
@@ -36,6 +37,13 @@ const MC_LAYER_NONE = Int32(-1)
 const MC_LAYER_ALL = Int32(-2)
 const MC_DIM_NONE = Int32(-1)
 const MC_TOKENS_UINT32 = Int32(1)
+const MC_EDIT_SET = Int32(0)
+const MC_EDIT_SCALE = Int32(1)
+const MC_EDIT_ADD = Int32(2)
+const MC_EDIT_REPLACE = Int32(3)
+const MC_LOGITS_ALL = Int32(0)
+const MC_LOGITS_LAST = Int32(1)
+const MC_LOGITS_NONE = Int32(2)
 
 """A failed call: the C function, its status (one per error class) and the library's message."""
 struct MCError <: Exception
@@ -247,6 +255,95 @@ struct mc_forward_request
     activations::Ptr{Int32}
     layers::Ptr{Int32}
     n_activations::Csize_t
+    edits::Ptr{Cvoid}
+    n_edits::Csize_t
+    start_residual::Ptr{Cvoid}
+    start_layer::Int32
+    end_layer::Int32
+    logits::Int32
+    reserved::UInt32
+end
+
+# One axis of an edit's selection: C_NULL with 0 is the whole axis.
+struct mc_axis_selection
+    indices::Ptr{Int64}
+    n_indices::Csize_t
+end
+
+# The C edit struct, field for field (filled by mc_edit_init, then set).
+struct mc_edit
+    struct_size::UInt32
+    location::Int32
+    layer::Int32
+    op::Int32
+    value::Float64
+    operand::Ptr{Cvoid}
+    selection::Ptr{mc_axis_selection}
+    n_selection::Csize_t
+end
+
+# A DLManagedTensorVersioned with its DLTensor spelled out, for operands the library borrows:
+# a float32 CPU tensor over a Julia array, compact row-major with the array's dims reversed.
+struct BorrowedTensor
+    version::NTuple{2, UInt32}
+    manager_ctx::Ptr{Cvoid}
+    deleter::Ptr{Cvoid}
+    flags::UInt64
+    data::Ptr{Cvoid}
+    device_type::Int32
+    device_id::Int32
+    ndim::Int32
+    dtype_code::UInt8
+    dtype_bits::UInt8
+    dtype_lanes::UInt16
+    shape::Ptr{Int64}
+    strides::Ptr{Int64}
+    byte_offset::UInt64
+end
+
+"""
+    Edit(location, layer; op = MC_EDIT_SET, value = 0.0, operand = nothing, selection = [])
+
+An edit of one activation during `forward` (docs/experiments.md): `selection` has one entry
+per leading axis of the C shape `[batch, ...]`, `nothing` for the whole axis or 0-based
+indices; `operand` (MC_EDIT_ADD / MC_EDIT_REPLACE) is a Float32 array whose dims are the C
+shape reversed (as DLPack.jl hands out row-major tensors), broadcasting to the selection.
+"""
+struct Edit
+    location::Int32
+    layer::Int32
+    op::Int32
+    value::Float64
+    operand::Union{Nothing, Array{Float32}}
+    selection::Vector{Union{Nothing, Vector{Int64}}}
+end
+
+Edit(location, layer::Integer; op = MC_EDIT_SET, value = 0.0, operand = nothing, selection = []) =
+    Edit(location isa AbstractString ? activation(location) : Int32(location), Int32(layer), Int32(op),
+         Float64(value), operand, Vector{Union{Nothing, Vector{Int64}}}(selection))
+
+# The C structs of `edits`, and everything they point to (kept alive by the caller).
+function c_edits(edits::Vector{Edit})
+    keep = Any[]
+    out = mc_edit[]
+    for e in edits
+        init = Ref{mc_edit}()
+        check("mc_edit_init", ccall((:mc_edit_init, LIB), Int32, (Ref{mc_edit}, Csize_t), init, sizeof(mc_edit)))
+        sel = [ix === nothing ? mc_axis_selection(C_NULL, 0) : mc_axis_selection(pointer(ix), length(ix))
+               for ix in e.selection]
+        operand = C_NULL
+        if e.operand !== nothing
+            shape = Int64[reverse(size(e.operand))...]
+            t = Ref(BorrowedTensor((1, 1), C_NULL, C_NULL, 0, pointer(e.operand), 1, 0, length(shape),
+                                   2, 32, 1, pointer(shape), C_NULL, 0))
+            push!(keep, shape, t)
+            operand = Base.unsafe_convert(Ptr{BorrowedTensor}, t)
+        end
+        push!(keep, sel, e.selection, e.operand)
+        push!(out, mc_edit(init[].struct_size, e.location, e.layer, e.op, e.value, operand,
+                           isempty(sel) ? C_NULL : pointer(sel), length(sel)))
+    end
+    return out, keep
 end
 
 """The logits and kept activations of one forward pass; free with `close` (or the finalizer)."""
@@ -268,23 +365,30 @@ function Base.unsafe_convert(::Type{Ptr{Cvoid}}, out::ForwardOutput)
 end
 
 """
-    forward(ctx, tokens; keep = [("mlp.post_act", 1), ("resid.post_ln_f", MC_LAYER_NONE)])
+    forward(ctx, tokens; keep = [("mlp.post_act", 1), ("resid.post_ln_f", MC_LAYER_NONE)],
+            edits = Edit[], logits = MC_LOGITS_ALL, end_layer = 0)
 
 One sequence of token ids through the model (`mc_forward`), keeping the logits and the
-activations named in `keep` (name or constant, with a layer, `MC_LAYER_ALL` or `MC_LAYER_NONE`).
+activations named in `keep` (name or constant, with a layer, `MC_LAYER_ALL` or `MC_LAYER_NONE`),
+with `edits` applied where each activation is produced, the logits `logits` chooses, and, for
+`end_layer` k > 0, only the layers before k.
 """
-function forward(ctx::Context, tokens::Vector{UInt32}; keep = Tuple{Any, Integer}[])
+function forward(ctx::Context, tokens::Vector{UInt32}; keep = Tuple{Any, Integer}[],
+                 edits::Vector{Edit} = Edit[], logits::Integer = MC_LOGITS_ALL, end_layer::Integer = 0)
     acts = Int32[a isa AbstractString ? activation(a) : Int32(a) for (a, _) in keep]
     layers = Int32[l for (_, l) in keep]
     init = Ref{mc_forward_request}()
     check("mc_forward_request_init", ccall((:mc_forward_request_init, LIB), Int32,
         (Ref{mc_forward_request}, Csize_t), init, sizeof(mc_forward_request)))
     out = Ref{Ptr{Cvoid}}(C_NULL)
-    GC.@preserve tokens acts layers begin
-        # n_tokens comes from the vector itself; the library checks it against batch * seq_len.
+    cedits, keep_alive = c_edits(edits)
+    GC.@preserve tokens acts layers cedits keep_alive begin
+        # Every count comes from the vector itself; the library checks n_tokens against
+        # batch * seq_len.
         req = mc_forward_request(init[].struct_size, MC_TOKENS_UINT32, pointer(tokens), length(tokens),
             1, length(tokens),
-            C_NULL, 0, isempty(acts) ? C_NULL : pointer(acts), isempty(layers) ? C_NULL : pointer(layers), length(acts))
+            C_NULL, 0, isempty(acts) ? C_NULL : pointer(acts), isempty(layers) ? C_NULL : pointer(layers), length(acts),
+            isempty(cedits) ? C_NULL : pointer(cedits), length(cedits), C_NULL, 0, end_layer, logits, 0)
         check("mc_forward", ccall((:mc_forward, LIB), Int32,
             (Ptr{Cvoid}, Ref{mc_forward_request}, Ref{Ptr{Cvoid}}), ctx, req, out))
     end

@@ -21,7 +21,9 @@ class ForwardRequest(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_uint32), ("token_type", ctypes.c_int32), ("tokens", ctypes.c_void_p),
                 ("n_tokens", ctypes.c_size_t), ("batch", ctypes.c_int64), ("seq_len", ctypes.c_int64), ("pad", ctypes.c_void_p),
                 ("n_pad", ctypes.c_size_t), ("activations", ctypes.c_void_p), ("layers", ctypes.c_void_p),
-                ("n_activations", ctypes.c_size_t)]
+                ("n_activations", ctypes.c_size_t), ("edits", ctypes.c_void_p), ("n_edits", ctypes.c_size_t),
+                ("start_residual", ctypes.c_void_p), ("start_layer", ctypes.c_int32),
+                ("end_layer", ctypes.c_int32), ("logits", ctypes.c_int32), ("reserved", ctypes.c_uint32)]
 
 
 def check(lib, status, what):

@@ -206,3 +206,112 @@ unsafe extern "C" fn delete_versioned(p: *mut DLManagedTensorVersioned) {
 unsafe extern "C" fn delete_legacy(p: *mut DLManagedTensor) {
     free_holder(p)
 }
+
+/// The most dimensions an imported (borrowed) tensor may have.
+const MAX_IMPORT_NDIM: i32 = 8;
+
+fn import_kind(dtype: DLDataType, what: &str) -> Result<Kind> {
+    match (dtype.code, dtype.bits, dtype.lanes) {
+        (2, 32, 1) => Ok(Kind::Float),
+        (2, 16, 1) => Ok(Kind::Half),
+        (4, 16, 1) => Ok(Kind::BFloat16),
+        (c, b, l) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "`{what}` has dtype code {c}, {b} bits, {l} lanes: expected float32, float16 \
+                 or bfloat16"
+            ),
+        )),
+    }
+}
+
+fn import_device(d: DLDevice, what: &str) -> Result<Device> {
+    match (d.device_type, d.device_id) {
+        (KDL_CPU, _) => Ok(Device::Cpu),
+        (KDL_CUDA, n) if n >= 0 => Ok(Device::Cuda(n as usize)),
+        (KDL_METAL, _) => Ok(Device::Mps),
+        (t, n) => Err(err(
+            ErrorKind::Device,
+            format!("`{what}` is on DLPack device type {t} (id {n}): expected CPU, CUDA or Metal"),
+        )),
+    }
+}
+
+/// Copies a caller's versioned DLPack tensor, borrowed for this call only: the copy is the
+/// library's own (its deleter is never called, no reference is kept). Float dtypes only.
+///
+/// # Safety
+/// `p` is NULL or points to a valid `DLManagedTensorVersioned` whose data, shape and strides
+/// are valid for reads during the call.
+pub(crate) unsafe fn import_borrowed(
+    p: *const DLManagedTensorVersioned,
+    what: &str,
+) -> Result<tch::Tensor> {
+    let m = p
+        .as_ref()
+        .ok_or_else(|| err(ErrorKind::NullArgument, format!("`{what}` is NULL")))?;
+    if m.version.major != DLPACK_VERSION.major {
+        return Err(err(
+            ErrorKind::Unsupported,
+            format!(
+                "`{what}` is DLPack {}.{}: this library reads version 1.x",
+                m.version.major, m.version.minor
+            ),
+        ));
+    }
+    let t = &m.dl_tensor;
+    if !(0..=MAX_IMPORT_NDIM).contains(&t.ndim) || (t.ndim > 0 && t.shape.is_null()) {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!(
+                "`{what}` has ndim {} (0..={MAX_IMPORT_NDIM}, with a shape)",
+                t.ndim
+            ),
+        ));
+    }
+    let kind = import_kind(t.dtype, what)?;
+    let device = import_device(t.device, what)?;
+    device
+        .check_available()
+        .map_err(|e| err(e.kind, format!("`{what}`: {}", e.message)))?;
+    let ndim = t.ndim as usize;
+    let shape = match ndim {
+        0 => Vec::new(),
+        n => std::slice::from_raw_parts(t.shape, n).to_vec(),
+    };
+    if shape.iter().any(|&d| d < 0) {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("`{what}` has a negative dimension in shape {shape:?}"),
+        ));
+    }
+    let strides = match t.strides.is_null() || ndim == 0 {
+        true => compact_strides(&shape),
+        false => std::slice::from_raw_parts(t.strides, ndim).to_vec(),
+    };
+    let numel = shape.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
+    if numel.is_none() {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("`{what}`: shape {shape:?} overflows"),
+        ));
+    }
+    if t.data.is_null() && numel != Some(0) {
+        return Err(err(
+            ErrorKind::NullArgument,
+            format!("`{what}` has NULL data"),
+        ));
+    }
+    let data = (t.data as *const u8).add(t.byte_offset as usize);
+    let view = tch::Tensor::f_from_blob(data, &shape, &strides, kind, device.to_tch())?;
+    Ok(view.f_detach_copy()?)
+}
+
+/// Row-major strides (in elements) of a compact tensor.
+fn compact_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1i64; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1].max(1);
+    }
+    strides
+}

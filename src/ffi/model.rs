@@ -3,11 +3,15 @@
 //! context (the model is created once and then only read); a forward output may be read from
 //! several threads, and is freed once with `mc_forward_output_free`.
 use super::api::{ctx_arg, lookup_name, mc_context, static_name, MC_LAYER_ALL, MC_LAYER_NONE};
-use super::dlpack::{export_versioned, DLManagedTensorVersioned};
+use super::dlpack::{export_versioned, import_borrowed, DLManagedTensorVersioned};
 use super::status::mc_status;
 use super::*;
 use crate::activations::Activation;
-use crate::model::{ActivationKey, ForwardInput, ForwardOutput, ModelDType, ModelOptions};
+use crate::edits::{AxisSelection, Edit, EditOp};
+use crate::model::{
+    ActivationKey, Experiment, ForwardInput, ForwardOutput, LogitsChoice, ModelDType, ModelOptions,
+    Start,
+};
 use crate::sampling::{sample, SampleOptions};
 use std::ffi::c_void;
 
@@ -50,6 +54,61 @@ pub const MC_DTYPE_BFLOAT16: mc_dtype = 2;
 pub const MC_TOKENS_INT64: mc_token_type = 0;
 pub const MC_TOKENS_UINT32: mc_token_type = 1;
 
+/// What an edit does: one of the `MC_EDIT_*` constants.
+pub type mc_edit_op = i32;
+/// Set the selected elements to `value` (zero-ablation with 0).
+pub const MC_EDIT_SET: mc_edit_op = 0;
+/// Multiply the selected elements by `value`.
+pub const MC_EDIT_SCALE: mc_edit_op = 1;
+/// Add `operand`, broadcast to the selection's shape (steering).
+pub const MC_EDIT_ADD: mc_edit_op = 2;
+/// Replace the selected elements with `operand`, broadcast (patching, mean-ablation).
+pub const MC_EDIT_REPLACE: mc_edit_op = 3;
+
+/// Which positions get logits: one of the `MC_LOGITS_*` constants.
+pub type mc_logits_choice = i32;
+/// Every position, `[batch, seq_len, vocab]` (the default).
+pub const MC_LOGITS_ALL: mc_logits_choice = 0;
+/// Each row's last non-padding position, `[batch, 1, vocab]`.
+pub const MC_LOGITS_LAST: mc_logits_choice = 1;
+/// None: no unembedding; `mc_forward_output_get(.., MC_ACT_LOGITS, ..)` is `MC_ERR_NOT_FOUND`.
+pub const MC_LOGITS_NONE: mc_logits_choice = 2;
+
+/// The indices of one axis an edit touches: `indices` NULL with `n_indices` 0 is the whole
+/// axis; otherwise `n_indices` (at least 1) indices, each in `0 .. size of the axis`. A
+/// fixed struct (never extended).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct mc_axis_selection {
+    pub indices: *const i64,
+    pub n_indices: usize,
+}
+
+/// One edit of an activation during `mc_forward` (docs/experiments.md); fill with
+/// `mc_edit_init(&e, sizeof e)`. In an array, every element has the same `struct_size`, and
+/// the library steps through the array by it.
+#[repr(C)]
+pub struct mc_edit {
+    /// The size the caller was compiled with, written by `mc_edit_init`.
+    pub struct_size: u32,
+    /// Any `MC_ACT_*` but `MC_ACT_LOGITS` (the output: nothing downstream would see it).
+    pub location: mc_activation,
+    /// The layer of a per-layer location, `MC_LAYER_NONE` for a model-wide one.
+    pub layer: i32,
+    /// `MC_EDIT_SET` (default), `MC_EDIT_SCALE`, `MC_EDIT_ADD` or `MC_EDIT_REPLACE`.
+    pub op: mc_edit_op,
+    /// The constant of `MC_EDIT_SET` and the factor of `MC_EDIT_SCALE`.
+    pub value: f64,
+    /// The tensor of `MC_EDIT_ADD` / `MC_EDIT_REPLACE` (NULL for the others): float32, float16
+    /// or bfloat16, on the CPU or the model's device, broadcasting (numpy's rules) to the
+    /// selection's shape. Borrowed for the call: copied, its deleter never called.
+    pub operand: *const DLManagedTensorVersioned,
+    /// One entry per leading axis of the location's `[batch, ...per-sequence shape]`; axes
+    /// past `n_selection` are whole. NULL with 0: the whole tensor.
+    pub selection: *const mc_axis_selection,
+    pub n_selection: usize,
+}
+
 /// Options of `mc_create_model`; fill with `mc_model_options_init(&o, sizeof o)`.
 #[repr(C)]
 pub struct mc_model_options {
@@ -91,6 +150,23 @@ pub struct mc_forward_request {
     pub layers: *const i32,
     /// Elements at `activations` and at `layers` (one count for both).
     pub n_activations: usize,
+    /// `n_edits` edits, applied where each activation is produced, in list order, so
+    /// everything downstream (and a capture of that location) sees the edited value.
+    pub edits: *const mc_edit,
+    pub n_edits: usize,
+    /// NULL (default): start from the tokens' embeddings. Otherwise the residual stream
+    /// `[batch, seq_len, d_model]` at the input of layer `start_layer` (float, on the CPU or
+    /// the model's device; borrowed for the call); `tokens` may then be omitted.
+    pub start_residual: *const DLManagedTensorVersioned,
+    /// The layer `start_residual` enters (ignored without one).
+    pub start_layer: i32,
+    /// 0 (default): run every layer, the final norm and the unembedding. `k` in
+    /// `1 ..= n_layers`: stop after layer `k - 1` (no later layer, final norm or logits).
+    pub end_layer: i32,
+    /// `MC_LOGITS_ALL` (default), `MC_LOGITS_LAST` or `MC_LOGITS_NONE`.
+    pub logits: mc_logits_choice,
+    /// Must be zero (keeps the struct free of tail padding).
+    pub reserved: u32,
 }
 
 /// Options of `mc_sample`; fill with `mc_sample_options_init(&o, sizeof o)`.
@@ -138,7 +214,7 @@ impl AbiStruct for mc_model_options {
 
 impl AbiStruct for mc_forward_request {
     const NAME: &'static str = "mc_forward_request";
-    const MIN_SIZE: usize = 80;
+    const MIN_SIZE: usize = 120;
     unsafe fn write_defaults(p: *mut Self) {
         (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
         (&raw mut (*p).token_type).write(MC_TOKENS_INT64);
@@ -151,6 +227,28 @@ impl AbiStruct for mc_forward_request {
         (&raw mut (*p).activations).write(std::ptr::null());
         (&raw mut (*p).layers).write(std::ptr::null());
         (&raw mut (*p).n_activations).write(0);
+        (&raw mut (*p).edits).write(std::ptr::null());
+        (&raw mut (*p).n_edits).write(0);
+        (&raw mut (*p).start_residual).write(std::ptr::null());
+        (&raw mut (*p).start_layer).write(0);
+        (&raw mut (*p).end_layer).write(0);
+        (&raw mut (*p).logits).write(MC_LOGITS_ALL);
+        (&raw mut (*p).reserved).write(0);
+    }
+}
+
+impl AbiStruct for mc_edit {
+    const NAME: &'static str = "mc_edit";
+    const MIN_SIZE: usize = 48;
+    unsafe fn write_defaults(p: *mut Self) {
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).location).write(0);
+        (&raw mut (*p).layer).write(MC_LAYER_NONE);
+        (&raw mut (*p).op).write(MC_EDIT_SET);
+        (&raw mut (*p).value).write(0.0);
+        (&raw mut (*p).operand).write(std::ptr::null());
+        (&raw mut (*p).selection).write(std::ptr::null());
+        (&raw mut (*p).n_selection).write(0);
     }
 }
 
@@ -198,6 +296,20 @@ pub unsafe extern "C" fn mc_forward_request_init(
     size: usize,
 ) -> mc_status {
     init_struct(req, size)
+}
+
+/// Fills `*edit` for the caller's `size` (pass `sizeof *edit`): zeroes all `size` bytes, writes
+/// the defaults (location 0, `MC_LAYER_NONE`, `MC_EDIT_SET` to 0, no operand, the whole
+/// tensor) and sets `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`edit`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2
+/// size of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `edit` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_edit_init(edit: *mut mc_edit, size: usize) -> mc_status {
+    init_struct(edit, size)
 }
 
 /// Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
@@ -293,6 +405,9 @@ fn check_count(n: usize, r: &mc_forward_request, what: &str) -> Result<()> {
 }
 
 unsafe fn tokens_arg(r: &mc_forward_request) -> Result<Vec<i64>> {
+    if !r.start_residual.is_null() && r.n_tokens == 0 {
+        return Ok(Vec::new()); // a start residual makes the tokens optional
+    }
     check_count(r.n_tokens, r, "n_tokens")?;
     let n = r.n_tokens;
     Ok(match r.token_type {
@@ -327,7 +442,11 @@ unsafe fn pad_arg(r: &mc_forward_request) -> Result<Option<Vec<bool>>> {
     Ok(Some(arg_slice(r.pad, r.n_pad, "request->pad")?.to_vec()))
 }
 
-unsafe fn wanted_arg(r: &mc_forward_request, n_layers: i64) -> Result<Vec<ActivationKey>> {
+/// The requested activations; `MC_LAYER_ALL` is every layer the request runs (`run`).
+unsafe fn wanted_arg(
+    r: &mc_forward_request,
+    run: std::ops::Range<i64>,
+) -> Result<Vec<ActivationKey>> {
     if r.n_activations == 0 {
         return Ok(Vec::new());
     }
@@ -337,7 +456,7 @@ unsafe fn wanted_arg(r: &mc_forward_request, n_layers: i64) -> Result<Vec<Activa
     for (&a, &l) in acts.iter().zip(layers) {
         let act = activation(a)?;
         match l {
-            MC_LAYER_ALL => wanted.extend((0..n_layers).map(|i| (act, Some(i)))),
+            MC_LAYER_ALL => wanted.extend(run.clone().map(|i| (act, Some(i)))),
             MC_LAYER_NONE => wanted.push((act, None)),
             l if l >= 0 => wanted.push((act, Some(l as i64))),
             l => {
@@ -354,18 +473,133 @@ unsafe fn wanted_arg(r: &mc_forward_request, n_layers: i64) -> Result<Vec<Activa
     Ok(wanted)
 }
 
-/// Runs a forward pass (no gradients) and returns the logits `[batch, seq_len, vocab]` and the
-/// requested activations, each `[batch, ...per-sequence shape]`, in `*out` (free with
-/// `mc_forward_output_free`). Creates a default model if the context has none. Thread-safe.
+/// One axis of an edit's selection.
+unsafe fn axis_arg(s: &mc_axis_selection, what: &str) -> Result<AxisSelection> {
+    match (s.indices.is_null(), s.n_indices) {
+        (true, 0) => Ok(AxisSelection::All),
+        (false, 0) => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("`{what}.indices` is given but `{what}.n_indices` is 0 (NULL selects the whole axis)"),
+        )),
+        (_, n) => Ok(AxisSelection::Indices(
+            arg_slice(s.indices, n, &format!("{what}.indices"))?.to_vec(),
+        )),
+    }
+}
+
+unsafe fn edit_arg(e: &mc_edit, i: usize) -> Result<Edit> {
+    let what = format!("request->edits[{i}]");
+    let location = activation(e.location)?;
+    let selection = arg_slice(e.selection, e.n_selection, &format!("{what}.selection"))?
+        .iter()
+        .enumerate()
+        .map(|(axis, s)| axis_arg(s, &format!("{what}.selection[{axis}]")))
+        .collect::<Result<Vec<_>>>()?;
+    let operand = || import_borrowed(e.operand, &format!("{what}.operand"));
+    let op = match e.op {
+        MC_EDIT_SET => EditOp::Set(e.value),
+        MC_EDIT_SCALE => EditOp::Scale(e.value),
+        MC_EDIT_ADD => EditOp::Add(operand()?),
+        MC_EDIT_REPLACE => EditOp::Replace(operand()?),
+        op => {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("`{what}.op` = {op} is out of range (MC_EDIT_SET .. MC_EDIT_REPLACE)"),
+            ))
+        }
+    };
+    Ok(Edit {
+        location,
+        layer: (e.layer != MC_LAYER_NONE).then_some(e.layer as i64),
+        selection,
+        op,
+    })
+}
+
+/// The request's edits, read with the stride of their own `struct_size` (all equal).
+unsafe fn edits_arg(r: &mc_forward_request) -> Result<Vec<Edit>> {
+    if r.n_edits == 0 {
+        return Ok(Vec::new());
+    }
+    let first = arg_ref(r.edits, "request->edits")?;
+    let stride = first.struct_size as usize;
+    (0..r.n_edits)
+        .map(|i| {
+            let p = (r.edits as *const u8).add(i * stride) as *const mc_edit;
+            let what = format!("request->edits[{i}]");
+            if std::ptr::read_unaligned(p as *const u32) as usize != stride {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!("`{what}.struct_size` differs from edits[0]'s {stride}"),
+                ));
+            }
+            edit_arg(&read_request(p, &what)?, i)
+        })
+        .collect()
+}
+
+/// The request's experiment: edits, start, end and logits choice.
+unsafe fn experiment_arg(r: &mc_forward_request) -> Result<Experiment> {
+    let logits = match r.logits {
+        MC_LOGITS_ALL => LogitsChoice::All,
+        MC_LOGITS_LAST => LogitsChoice::Last,
+        MC_LOGITS_NONE => LogitsChoice::None,
+        l => {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "`request->logits` = {l} is out of range (MC_LOGITS_ALL .. MC_LOGITS_NONE)"
+                ),
+            ))
+        }
+    };
+    if r.reserved != 0 {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("`request->reserved` = {} must be zero", r.reserved),
+        ));
+    }
+    let start = match r.start_residual.is_null() {
+        true => None,
+        false => Some(Start {
+            layer: r.start_layer as i64,
+            resid: import_borrowed(r.start_residual, "request->start_residual")?,
+        }),
+    };
+    Ok(Experiment {
+        edits: edits_arg(r)?,
+        start,
+        end_layer: (r.end_layer != 0).then_some(r.end_layer as i64),
+        logits,
+    })
+}
+
+/// Runs a forward pass (no gradients) and returns the logits (`[batch, seq_len, vocab]`, or as
+/// `req->logits` chooses) and the requested activations, each `[batch, ...per-sequence
+/// shape]`, in `*out` (free with `mc_forward_output_free`). With `req->edits`, each edit is
+/// applied where its activation is produced (docs/experiments.md): `attn.qk_logits` before the
+/// causal and padding masks, which are applied again after it; `attn.qk_probs` after the
+/// softmax, not renormalised; a layer-norm scale is what the normalisation divides by. A
+/// captured activation at an edited location is the edited value (a copy). The request may
+/// start from a residual stream at a layer's input and stop after a layer. Creates a default
+/// model if the context has none. Thread-safe: concurrent passes with different edits each
+/// get their own result.
 ///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, or an array NULL with a non-zero
-/// length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the 0.2 size; `batch` or
-/// `seq_len` below 1 or `seq_len` above the context window; `n_tokens` or `n_pad` not `batch *
-/// seq_len`; `token_type`, an activation or a layer out of range; a pad row not right-padded),
-/// `MC_ERR_TOKEN` (an id outside the vocabulary, with its position), `MC_ERR_UNSUPPORTED` (a
-/// tokenizer-only context, a non-zero byte past the library's size of `req`), the errors of
-/// `mc_create_model` when it creates the model, `MC_ERR_DEVICE`, `MC_ERR_OUT_OF_MEMORY`,
-/// `MC_ERR_PANIC`.
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, an edit's operand for ADD/REPLACE, or
+/// an array NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below
+/// the 0.2 size; `batch` or `seq_len` below 1 or `seq_len` above the context window;
+/// `n_tokens` or `n_pad` not `batch * seq_len`; `token_type`, `logits`, an activation, an edit
+/// op or a layer out of range; a layer the request does not run; a pad row not right-padded;
+/// an edit at `logits`; a selection index out of range, or a selection list without its
+/// length; start and end layers out of order; `reserved` not zero; an operand that is not
+/// float32, float16 or bfloat16), `MC_ERR_SHAPE` (an operand that does not broadcast to its
+/// selection, a start residual not `[batch, seq_len, d_model]`; the message gives both
+/// shapes), `MC_ERR_DEVICE` (an operand or start residual on a device other than the CPU and
+/// the model's), `MC_ERR_TOKEN` (an id outside the vocabulary, with its position),
+/// `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the library's size of
+/// `req` or of an edit, an operand of another DLPack major version), the errors of
+/// `mc_create_model` when it creates the model, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. The
+/// context stays usable after every error.
 ///
 /// # Safety
 /// `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
@@ -386,8 +620,11 @@ pub unsafe extern "C" fn mc_forward(
             seq_len: r.seq_len,
             pad: pad_arg(&r)?,
         };
-        let wanted = wanted_arg(&r, model.config().n_layers)?;
-        let inner = model.forward(&input, &wanted)?;
+        let x = experiment_arg(&r)?;
+        let first = x.start.as_ref().map_or(0, |s| s.layer);
+        let end = x.end_layer.unwrap_or(model.config().n_layers);
+        let wanted = wanted_arg(&r, first..end)?;
+        let inner = model.forward_with(&input, &wanted, &x)?;
         write_out(out, Box::into_raw(Box::new(mc_forward_output { inner })));
         Ok(())
     })
@@ -396,7 +633,8 @@ pub unsafe extern "C" fn mc_forward(
 /// One activation of a forward output as a DLPack tensor (`layer`: the layer, or
 /// `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
 /// hands out a new tensor sharing the output's memory: free it with its deleter; it stays
-/// valid after `mc_forward_output_free`. Not found if it was not requested.
+/// valid after `mc_forward_output_free`. Not found if it was not requested (the logits:
+/// if the request chose `MC_LOGITS_NONE` or stopped before the end).
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
 /// range), `MC_ERR_NOT_FOUND` (not requested), `MC_ERR_PANIC`.

@@ -23,6 +23,7 @@ echo "== build"
 "${cc[@]}" -o "$out/weights" "$root/examples/c/weights.c" "${link[@]}"
 "${cc[@]}" -pthread -o "$out/test_api" "$root/tests/c/test_api.c" "${link[@]}"
 "${cc[@]}" -o "$out/test_abi" "$root/tests/c/test_abi.c" "${link[@]}"
+"${cc[@]}" -o "$out/experiments" "$root/examples/c/experiments.c" "${link[@]}" -lm
 "${cc[@]}" -o "$out/canary" "$root/tests/c/sanitizer_canary.c" "${link[@]}"
 
 vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
@@ -50,6 +51,15 @@ expect_leaks() {
   fi
   echo "$1 reported the canary's leaks (exit $2): active"
 }
+echo "== examples/c/experiments (ablate, patch, steer) under valgrind"
+# check_experiments FILE: every edit moved the logits; the patch reproduced the clean run.
+check_experiments() {
+  cat "$1"
+  [ "$(grep -c 'logits moved by 0\.0*[1-9]' "$1")" = 4 ] || { echo "an edit did not move the logits" >&2; exit 1; }
+  grep -q 'vs clean 0\.000000$' "$1" || { echo "the patched run differs from the clean run" >&2; exit 1; }
+}
+"${vg[@]}" "$out/experiments" "$model" > "$out/experiments.txt"
+check_experiments "$out/experiments.txt"
 echo "== the canary under the same valgrind command"
 rc=0; "${vg[@]}" "$out/canary" "$model" > "$out/canary-valgrind.txt" 2>&1 || rc=$?
 expect_leaks valgrind "$rc" 'definitely lost' 99
@@ -59,12 +69,15 @@ asan=("${cc[@]}" -fsanitize=address -fno-omit-frame-pointer)
 "${asan[@]}" -o "$out/weights-asan" "$root/examples/c/weights.c" "${link[@]}"
 "${asan[@]}" -pthread -o "$out/test_api-asan" "$root/tests/c/test_api.c" "${link[@]}"
 "${asan[@]}" -o "$out/test_abi-asan" "$root/tests/c/test_abi.c" "${link[@]}"
+"${asan[@]}" -o "$out/experiments-asan" "$root/examples/c/experiments.c" "${link[@]}" -lm
 "${asan[@]}" -pthread -o "$out/stress-asan" "$root/tests/c/stress.c" "${link[@]}"
 "${asan[@]}" -o "$out/canary-asan" "$root/tests/c/sanitizer_canary.c" "${link[@]}"
 # Full stacks (the library has no frame pointers), leaks fail the run with exit code 98.
 export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0:exitcode=98:strict_string_checks=1
 "$out/test_api-asan" "$model"
 "$out/test_abi-asan" "$model"
+"$out/experiments-asan" "$model" > "$out/experiments-asan.txt"
+check_experiments "$out/experiments-asan.txt"
 "$out/weights-asan" "$model" > "$out/weights-asan.txt"
 [ "$(grep -c 'checksum=' "$out/weights-asan.txt")" = "$n" ]
 echo "== threads sharing one context (tests/c/stress.c) under AddressSanitizer"

@@ -82,3 +82,29 @@ pub fn max_diff(a: &Tensor, b: &Tensor, keep: Option<&Tensor>) -> f64 {
     d.nan_to_num(1e9, 1e9, 1e9).max().double_value(&[])
 }
 
+/// xorshift64*: deterministic random test inputs without a dependency.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform-ish in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A golden case's `tokens` rows and `pad` rows as one forward input.
+pub fn case_input(case: &Value) -> model_context::model::ForwardInput {
+    let rows: Vec<Vec<i64>> = serde_json::from_value(case["tokens"].clone()).unwrap();
+    let pad: Option<Vec<Vec<bool>>> = serde_json::from_value(case["pad"].clone()).unwrap();
+    model_context::model::ForwardInput {
+        batch: rows.len() as i64,
+        seq_len: rows[0].len() as i64,
+        tokens: rows.concat(),
+        pad: pad.map(|p| p.concat()),
+    }
+}

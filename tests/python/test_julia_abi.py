@@ -46,6 +46,7 @@ JULIA_SCALARS = {
     "Int64": ("i64", ctypes.c_int64, 8, 8), "Clonglong": ("i64", ctypes.c_int64, 8, 8),
     "UInt64": ("u64", ctypes.c_uint64, 8, 8), "Culonglong": ("u64", ctypes.c_uint64, 8, 8),
     "Csize_t": ("usize", ctypes.c_size_t, 8, 8), "Bool": ("bool", ctypes.c_bool, 1, 1),
+    "UInt8": ("u8", ctypes.c_uint8, 1, 1), "UInt16": ("u16", ctypes.c_uint16, 2, 2),
     "Float64": ("f64", ctypes.c_double, 8, 8), "Cdouble": ("f64", ctypes.c_double, 8, 8),
     "Cvoid": ("void", None, 0, 1), "Cstring": ("ptr", ctypes.c_char_p, 8, 8),
     "NTuple{2, UInt32}": ("u32x2", ctypes.c_uint32 * 2, 8, 4),
@@ -163,6 +164,8 @@ class JuliaFFI:
         self.structs = julia_structs(source)
         self.ctypes_structs = {}
         for name, fields in self.structs.items():
+            if any("Union{" in t or t.startswith(("Array{", "Vector{")) for _, t in fields):
+                continue  # a Julia-side type (Edit), not a mirror of a C struct
             cls = type(name, (ctypes.Structure,), {"_fields_": [(f, self.ctype(t)) for f, t in fields]})
             self.ctypes_structs[name] = cls
         self.lib = ctypes.CDLL(lib_path or os.environ.get("MC_LIB") or
@@ -371,6 +374,13 @@ class Binding:
         self.check("mc_forward", self.ffi("mc_forward", ctx, ctypes.byref(req), ctypes.byref(out)))
         return out
 
+    def edit_init(self):
+        """What the module's c_edits does first for each edit."""
+        edit_t = self.ffi.ctypes_structs["mc_edit"]
+        e = edit_t()
+        self.check("mc_edit_init", self.ffi("mc_edit_init", ctypes.byref(e), ctypes.sizeof(edit_t)))
+        return e
+
     def close_output(self, out):
         self.ffi("mc_forward_output_free", out)
 
@@ -474,10 +484,19 @@ class JuliaABI(unittest.TestCase):
     def test_struct_mirrors_match_c(self):
         with open(MODULE) as f:
             structs = julia_structs(f.read())
-        for name in ("mc_forward_request", "DLManagedTensorVersioned"):
+        for name in ("mc_forward_request", "DLManagedTensorVersioned", "mc_edit", "mc_axis_selection"):
             fields = structs[name]
             size, offsets = c_layout(name, [f for f, _ in fields])
             self.assertEqual((size, offsets), julia_layout(fields), f"{name} layout")
+        # The borrowed-operand mirror is DLManagedTensorVersioned with its DLTensor spelled out.
+        flat = {"data": "dl_tensor.data", "device_type": "dl_tensor.device.device_type",
+                "device_id": "dl_tensor.device.device_id", "ndim": "dl_tensor.ndim",
+                "dtype_code": "dl_tensor.dtype.code", "dtype_bits": "dl_tensor.dtype.bits",
+                "dtype_lanes": "dl_tensor.dtype.lanes", "shape": "dl_tensor.shape",
+                "strides": "dl_tensor.strides", "byte_offset": "dl_tensor.byte_offset"}
+        fields = structs["BorrowedTensor"]
+        size, offsets = c_layout("DLManagedTensorVersioned", [flat.get(f, f) for f, _ in fields])
+        self.assertEqual((size, offsets), julia_layout(fields), "BorrowedTensor layout")
 
     def test_tour_replay(self):
         DLPackJl.deleted.clear()
@@ -490,6 +509,7 @@ class JuliaABI(unittest.TestCase):
 
     def check_tour(self, ffi):
         lines, seen = tour(DEMO, ffi)
+        self.assertEqual(Binding(ffi).edit_init().struct_size, 48)
         self.assertIn("check logits == resid.post_ln_f @ unembedding: ok", lines)
         self.assertIn('tokens "Hello, world" -> [15496,11,995]', lines)
         self.assertTrue(any(line.startswith("error mc_open(/no/such/model): MC_ERR_NOT_FOUND: /no/such/model")
