@@ -285,6 +285,7 @@ impl StandardModelContext {
     pub fn from_source(name: &str, device: Device, source: Box<dyn PieceSource>) -> Result<Self> {
         let n_vocab = encoding::n_vocab(&source.config().enc)
             .map_err(|e| err(e.kind, format!("{}: {}", source.location(), e.message)))?;
+        crate::source::check_layer_claim(&*source)?;
         Ok(StandardModelContext {
             name: name.to_string(),
             device,

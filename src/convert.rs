@@ -33,9 +33,9 @@ pub fn convert_to_tdb(
     std::fs::create_dir_all(&pieces_dir)
         .map_err(|e| err(ErrorKind::Io, format!("{}: {e}", pieces_dir.display())))?;
     let n_vocab = encoding::n_vocab(&config.enc)?;
-    let pieces = layout::pieces(config, n_vocab);
-    let count = pieces.len();
-    for (i, (key, shape)) in pieces.iter().enumerate() {
+    let count = layout::piece_count(config);
+    for (i, (key, shape)) in layout::pieces(config, n_vocab).enumerate() {
+        let (key, shape) = (&key, &shape);
         on_piece(key, i, count);
         let rec = source.load_piece(key)?;
         let ok =

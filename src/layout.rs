@@ -25,26 +25,46 @@ fn per_layer(c: &Config) -> [(&'static str, Vec<i64>); 16] {
     ]
 }
 
-/// Every piece of a checkpoint with its expected shape, in state-dict order.
-pub fn pieces(c: &Config, n_vocab: i64) -> Vec<(String, Vec<i64>)> {
+/// Every piece of a checkpoint with its expected shape, in state-dict order. Lazy: a config
+/// that claims a huge layer count costs nothing until its pieces are read (and fail).
+pub fn pieces(c: &Config, n_vocab: i64) -> impl Iterator<Item = (String, Vec<i64>)> + '_ {
     let d = c.d_model;
-    let mut out = vec![
+    let head = [
         ("tok_embed.weight".to_string(), vec![n_vocab, d]),
         ("pos_embed.weight".to_string(), vec![c.ctx_window, d]),
     ];
-    for i in 0..c.n_layers {
-        out.extend(
-            per_layer(c)
-                .into_iter()
-                .map(|(k, s)| (format!("xf_layers.{i}.{k}"), s)),
-        );
-    }
-    out.extend([
+    let layers = (0..c.n_layers).flat_map(move |i| {
+        per_layer(c)
+            .into_iter()
+            .map(move |(k, s)| (format!("xf_layers.{i}.{k}"), s))
+    });
+    let tail = [
         ("final_ln.weight".to_string(), vec![d]),
         ("final_ln.bias".to_string(), vec![d]),
         ("unembed.weight".to_string(), vec![n_vocab, d]),
-    ]);
-    out
+    ];
+    head.into_iter().chain(layers).chain(tail)
+}
+
+/// How many pieces `pieces` yields (saturating: only for progress reports).
+pub fn piece_count(c: &Config) -> usize {
+    (c.n_layers.max(0) as usize)
+        .saturating_mul(16)
+        .saturating_add(5)
+}
+
+/// The layer a per-layer piece key belongs to (`xf_layers.{l}.…`).
+pub fn layer_of(key: &str) -> Option<i64> {
+    key.strip_prefix("xf_layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The key whose presence shows that layer `l` exists.
+pub fn layer_probe(l: i64) -> String {
+    format!("xf_layers.{l}.ln_1.weight")
 }
 
 /// Pieces the model broadcasts, so they may be stored with fewer dimensions (a scalar gain).

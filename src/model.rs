@@ -126,7 +126,7 @@ impl Model {
         device.check_available()?;
         let mut params = HashMap::new();
         for (key, shape) in layout::pieces(config, n_vocab) {
-            let piece = load(&key)?;
+            let piece = load(&key).map_err(|e| missing_layer(e, &key, config))?;
             let stored = piece.shape();
             let ok =
                 stored == shape || (layout::may_broadcast(&key) && broadcasts(&stored, &shape));
@@ -657,6 +657,18 @@ impl Model {
             .f_mul(&w.f_to_dtype(Kind::Float, false, false)?)?
             .f_add(&b.f_to_dtype(Kind::Float, false, false)?)?;
         hooks.at(out_at, layer, out.f_to_dtype(kind, false, false)?)
+    }
+}
+
+/// A per-layer piece missing past layer 0 means the config claims more layers than exist.
+fn missing_layer(e: crate::error::Error, key: &str, config: &Config) -> crate::error::Error {
+    match (e.kind, layout::layer_of(key)) {
+        (ErrorKind::NotFound, Some(l)) if l > 0 => {
+            let mut claim = crate::source::layer_claim_error("model", config.n_layers, l);
+            claim.message = format!("{} ({})", claim.message, e.message);
+            claim
+        }
+        _ => e,
     }
 }
 

@@ -8,7 +8,7 @@ pub mod hf;
 pub mod remote;
 
 use crate::config::Config;
-use crate::error::{err, ErrorKind, Result};
+use crate::error::{err, Error, ErrorKind, Result};
 use model_context_formats::{load_tensor, TensorRecord};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +52,41 @@ pub trait PieceSource: Send + Sync {
     fn load_piece(&self, key: &str) -> Result<TensorRecord>;
     /// Where the checkpoint lives, for messages.
     fn location(&self) -> String;
+    /// Whether a piece exists, where that is cheap to tell without reading it (a local
+    /// folder lists its files); None where it is not (a remote checkpoint).
+    fn has_piece(&self, key: &str) -> Option<bool> {
+        let _ = key;
+        None
+    }
+}
+
+/// The error for a config that claims more layers than the checkpoint holds.
+pub fn layer_claim_error(location: &str, claimed: i64, found: i64) -> Error {
+    let held = match found {
+        0 => "none".to_string(),
+        n => format!("xf_layers.0 .. xf_layers.{}", n - 1),
+    };
+    err(
+        ErrorKind::Format,
+        format!(
+            "{location}: the config claims n_layers = {claimed} (`n_layer` in a Hugging Face \
+             config) but the checkpoint holds pieces for {found} layer(s) ({held}; piece \
+             `{}` is missing)",
+            crate::layout::layer_probe(found)
+        ),
+    )
+}
+
+/// Checks the config's layer count against the pieces, where the source can tell cheaply:
+/// the last claimed layer must exist. Costs one lookup, or as many as there are layers.
+pub fn check_layer_claim(src: &dyn PieceSource) -> Result<()> {
+    let n = src.config().n_layers;
+    let probe = |l: i64| src.has_piece(&crate::layout::layer_probe(l));
+    if n <= 0 || probe(n - 1) != Some(false) {
+        return Ok(());
+    }
+    let found = (0..n).take_while(|&l| probe(l) == Some(true)).count() as i64;
+    Err(layer_claim_error(&src.location(), n, found))
 }
 
 /// What a piece of a local folder may be: a regular file, or a link that resolves to a regular
@@ -140,5 +175,14 @@ impl PieceSource for LocalTdb {
 
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn has_piece(&self, key: &str) -> Option<bool> {
+        Some(
+            self.root
+                .join("model_pieces")
+                .join(format!("{key}.pt"))
+                .exists(),
+        )
     }
 }

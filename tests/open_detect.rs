@@ -348,3 +348,22 @@ fn open_ctx(dir: &Path) -> StandardModelContext {
     };
     StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap()
 }
+
+#[test]
+fn an_empty_path_and_an_unparsable_config_say_so() {
+    let e = open_source("", &SourceOptions::default()).err().unwrap();
+    expect(&e, ErrorKind::InvalidArgument, &["the model path is empty"]);
+    let mut ctx = std::ptr::null_mut();
+    assert_eq!(
+        unsafe { mc_open(c"".as_ptr(), std::ptr::null(), &mut ctx) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+    let e = open_err(dir.path());
+    expect(
+        &e,
+        ErrorKind::Format,
+        &["config.json: not valid JSON", "line 1 column 2"],
+    );
+}

@@ -27,6 +27,12 @@ pub enum ModelKind {
 
 /// Opens the checkpoint `model` names (see the module documentation).
 pub fn open_source(model: &str, opts: &SourceOptions) -> Result<(ModelKind, Box<dyn PieceSource>)> {
+    if model.is_empty() {
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            format!("the model path is empty: give a checkpoint folder, a named model or a URL; {EXPECTED}"),
+        ));
+    }
     if is_url(model) {
         let source = RemoteTdb::open(model, opts)?;
         return Ok((ModelKind::Url(model.to_string()), Box::new(source)));
@@ -106,13 +112,24 @@ fn open_folder(root: &Path) -> Result<(ModelKind, Box<dyn PieceSource>)> {
             format!("{}: missing config.json; {EXPECTED}", config_path.display()),
         ));
     }
-    let json: Option<serde_json::Map<String, Value>> = std::fs::read(&config_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        });
+    let parsed = std::fs::read(&config_path)
+        .map_err(|e| err(ErrorKind::Io, format!("{}: {e}", config_path.display())))
+        .map(|b| serde_json::from_slice::<Value>(&b));
+    let json: Option<serde_json::Map<String, Value>> = match parsed? {
+        Ok(Value::Object(m)) => Some(m),
+        Ok(_) => None,
+        // A folder that is neither kind but holds a config.json: say what is wrong with it.
+        Err(e) if !has_pieces && hf_files.is_empty() => {
+            return Err(err(
+                ErrorKind::Format,
+                format!(
+                    "{}: not valid JSON ({e}), and the folder holds no model_pieces/ nor Hugging Face weights; {EXPECTED}",
+                    config_path.display()
+                ),
+            ))
+        }
+        Err(_) => None,
+    };
     match json.as_ref().filter(|m| m.contains_key("model_type")) {
         Some(config) => {
             if has_pieces {

@@ -372,7 +372,12 @@ pub fn config_from_hf(obj: &Map<String, Value>, origin: &str) -> Result<Config> 
         }
     }
     let n_inner = match obj.get("n_inner") {
-        None | Some(Value::Null) => 4 * n_embd,
+        None | Some(Value::Null) => n_embd.checked_mul(4).ok_or_else(|| {
+            err(
+                ErrorKind::Format,
+                format!("{origin}: `n_embd` = {n_embd} is too large (its MLP width 4 * n_embd overflows)"),
+            )
+        })?,
         Some(_) => int("n_inner")?,
     };
     let m_mlp = n_inner as f64 / n_embd as f64;

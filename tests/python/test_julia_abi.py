@@ -457,7 +457,10 @@ def tour(model, ffi=None):
 
 class JuliaABI(unittest.TestCase):
     def test_julia_sources_parse(self):
-        for path in (MODULE, TOUR):
+        examples = sorted(os.path.join(os.path.dirname(TOUR), f) for f in os.listdir(os.path.dirname(TOUR))
+                          if f.endswith(".jl"))
+        self.assertIn(TOUR, examples)
+        for path in [MODULE, *examples]:
             tree = parse_julia(path)
             bad = [n for n in _walk(tree.root_node) if n.type == "ERROR" or n.is_missing]
             self.assertFalse(tree.root_node.has_error, f"{path}: syntax errors at "
