@@ -39,16 +39,20 @@ static double forward(mc_context *ctx, const mc_forward_request *r) {
   return dt;
 }
 
-static double timed(mc_context *ctx, const mc_forward_request *r, int reps, double *t) {
-  forward(ctx, r); /* warm-up */
-  for (int i = 0; i < reps; i++) t[i] = forward(ctx, r);
-  return median(t, reps);
+/* The three requests' medians, their reps interleaved so that drift on a shared machine
+ * (frequency, other load) falls on all three alike. */
+static void timed(mc_context *ctx, const mc_forward_request *r, int reps, double *median_s) {
+  double *t = calloc((size_t)(3 * reps), sizeof *t);
+  for (int k = 0; k < 3; k++) forward(ctx, &r[k]); /* warm-up */
+  for (int i = 0; i < reps; i++)
+    for (int k = 0; k < 3; k++) t[k * reps + i] = forward(ctx, &r[k]);
+  for (int k = 0; k < 3; k++) median_s[k] = median(t + k * reps, reps);
+  free(t);
 }
 
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   int reps = atoi(argv[2]);
-  double *t = calloc((size_t)reps, sizeof *t);
   mc_context *ctx = NULL;
   check(mc_open(argv[1], "cpu", &ctx), "mc_open");
   check(mc_create_model(ctx, NULL), "mc_create_model");
@@ -64,7 +68,7 @@ int main(int argc, char **argv) {
   r.n_tokens = B * T;
   r.batch = B;
   r.seq_len = T;
-  double plain = timed(ctx, &r, reps, t);
+  mc_forward_request req[3] = {r, r, r}; /* plain, ten edits, stopped after layer 3 */
 
   mc_edit e[10];
   int64_t neurons[5] = {100, 200, 300, 400, 500}, head = 3;
@@ -94,14 +98,12 @@ int main(int argc, char **argv) {
   e[9].layer = 9;
   e[9].op = MC_EDIT_REPLACE;
   e[9].operand = borrow(&pv, patch, 3, pshape);
-  r.edits = e;
-  r.n_edits = 10;
-  double edited = timed(ctx, &r, reps, t);
-  r.n_edits = 0;
-  r.end_layer = 3;
-  double stop3 = timed(ctx, &r, reps, t);
-  printf("{\"forward\": %.6f, \"forward_edits\": %.6f, \"forward_stop3\": %.6f}\n", plain, edited, stop3);
+  req[1].edits = e;
+  req[1].n_edits = 10;
+  req[2].end_layer = 3;
+  double m[3];
+  timed(ctx, req, reps, m);
+  printf("{\"forward\": %.6f, \"forward_edits\": %.6f, \"forward_stop3\": %.6f}\n", m[0], m[1], m[2]);
   mc_free(ctx);
-  free(t);
   return 0;
 }
