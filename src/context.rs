@@ -367,26 +367,14 @@ impl ModelContext for StandardModelContext {
     }
 
     fn get_dim_size(&self, dim: Dimension) -> Result<i64> {
-        let c = self.config();
-        Ok(match dim {
-            Dimension::MaxContextLength => c.ctx_window,
-            Dimension::ResidualStreamChannels => c.d_model,
-            Dimension::VocabSize => self.n_vocab,
-            Dimension::AttnHeads => c.n_heads,
-            Dimension::QueryAndKeyChannels => c.d_head_qk(),
-            Dimension::ValueChannels => c.d_head_v(),
-            Dimension::MlpActs => c.d_ff(),
-            Dimension::Layers => c.n_layers,
-            Dimension::Singleton => 1,
-            other => {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "{} is an activation dimension: a model has no size for it",
-                        other.name()
-                    ),
-                ))
-            }
+        dim.size_in(self.config(), self.n_vocab).ok_or_else(|| {
+            err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} is an activation dimension: a model has no size for it",
+                    dim.name()
+                ),
+            )
         })
     }
 

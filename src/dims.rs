@@ -18,3 +18,23 @@ named_enum! {
         AutoencoderLatents = "autoencoder_latents",
     }
 }
+
+impl Dimension {
+    /// This dimension's size in a model of config `c` (one table for the context and the
+    /// model); None for the activation-only dimensions (sequence positions, latents).
+    pub fn size_in(self, c: &crate::config::Config, n_vocab: i64) -> Option<i64> {
+        use Dimension::*;
+        Some(match self {
+            MaxContextLength => c.ctx_window,
+            ResidualStreamChannels => c.d_model,
+            VocabSize => n_vocab,
+            AttnHeads => c.n_heads,
+            QueryAndKeyChannels => c.d_head_qk(),
+            ValueChannels => c.d_head_v(),
+            MlpActs => c.d_ff(),
+            Layers => c.n_layers,
+            Singleton => 1,
+            SequenceTokens | AttendedToSequenceTokens | AutoencoderLatents => return None,
+        })
+    }
+}

@@ -331,7 +331,7 @@ impl Model {
     }
 
     /// The layers a request runs, `first..end`: checked against each other and the model.
-    fn layer_range(&self, x: &Experiment) -> Result<(i64, i64)> {
+    pub fn layer_range(&self, x: &Experiment) -> Result<(i64, i64)> {
         let n = self.config.n_layers;
         let first = x.start.as_ref().map_or(0, |s| s.layer);
         let end = x.end_layer.unwrap_or(n);
@@ -399,17 +399,7 @@ impl Model {
 
     /// An activation's shape `[batch, ...per-sequence shape]` for `t` positions.
     pub fn full_shape(&self, act: Activation, batch: i64, t: i64) -> Vec<i64> {
-        let c = &self.config;
-        let size = |d: Dimension| match d {
-            Dimension::SequenceTokens | Dimension::AttendedToSequenceTokens => t,
-            Dimension::ResidualStreamChannels => c.d_model,
-            Dimension::AttnHeads => c.n_heads,
-            Dimension::QueryAndKeyChannels => c.d_head_qk(),
-            Dimension::ValueChannels => c.d_head_v(),
-            Dimension::MlpActs => c.d_ff(),
-            Dimension::VocabSize => self.n_vocab,
-            _ => 1,
-        };
+        let size = |d: Dimension| d.size_in(&self.config, self.n_vocab).unwrap_or(t);
         std::iter::once(batch)
             .chain(act.shape().iter().map(|&d| size(d)))
             .collect()

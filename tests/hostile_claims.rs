@@ -146,6 +146,20 @@ struct Run {
     elapsed: Duration,
 }
 
+impl Run {
+    /// The address-space limit for other runs: this run's peak (VmPeak, KiB) plus the margin.
+    fn limit(&self) -> u64 {
+        let peak: u64 = self
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix("peak "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        peak * 1024 + MARGIN
+    }
+}
+
 /// Runs the child on `dir` under an address-space limit (bytes; 0: none).
 fn run_child(dir: &Path, limit: u64) -> Run {
     run_child_with(dir, limit, &[])
@@ -315,14 +329,7 @@ fn lying_configs_get_errors_within_the_valid_checkpoints_limits() {
             "{:?}",
             run.lines
         );
-        let peak: u64 = run
-            .lines
-            .iter()
-            .find_map(|l| l.strip_prefix("peak "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        limit = limit.max(peak * 1024 + MARGIN);
+        limit = limit.max(run.limit());
     }
     eprintln!("address-space limit per variant: {} MiB", limit >> 20);
     for (name, dir) in &variants {
@@ -367,16 +374,9 @@ fn a_request_past_the_address_space_is_out_of_memory_and_the_context_recovers() 
         return;
     }
     let demo = demo();
-    let peak: u64 = run_child(&demo, 0)
-        .lines
-        .iter()
-        .find_map(|l| l.strip_prefix("peak "))
-        .unwrap()
-        .parse()
-        .unwrap();
     let run = run_child_with(
         &demo,
-        peak * 1024 + MARGIN,
+        run_child(&demo, 0).limit(),
         &[("MC_HOSTILE_CHILD_OOM", "1")],
     );
     assert!(run.ok, "the child aborted: {:?}", run.lines);

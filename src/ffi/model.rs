@@ -621,8 +621,7 @@ pub unsafe extern "C" fn mc_forward(
             pad: pad_arg(&r)?,
         };
         let x = experiment_arg(&r)?;
-        let first = x.start.as_ref().map_or(0, |s| s.layer);
-        let end = x.end_layer.unwrap_or(model.config().n_layers);
+        let (first, end) = model.layer_range(&x)?;
         let wanted = wanted_arg(&r, first..end)?;
         let inner = model.forward_with(&input, &wanted, &x)?;
         write_out(out, Box::into_raw(Box::new(mc_forward_output { inner })));
