@@ -234,25 +234,6 @@ typedef struct mc_weight_request {
 } mc_weight_request;
 
 /*
- Options of `mc_create_model`; fill with `mc_model_options_init(&o, sizeof o)`.
- */
-typedef struct mc_model_options {
-  /*
-   The size the caller was compiled with, written by `mc_model_options_init`.
-   */
-  uint32_t struct_size;
-  /*
-   Fold each block's layer norms into the following weights (transformer-debugger's
-   `simplify`).
-   */
-  bool simplify;
-  /*
-   `MC_DTYPE_FLOAT32` (default), `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
-   */
-  mc_dtype dtype;
-} mc_model_options;
-
-/*
  How token ids are passed: `MC_TOKENS_INT64` or `MC_TOKENS_UINT32`.
  */
 typedef int32_t mc_token_type;
@@ -321,6 +302,59 @@ typedef struct mc_edit {
  Which positions get logits: one of the `MC_LOGITS_*` constants.
  */
 typedef int32_t mc_logits_choice;
+
+/*
+ What a backward pass differentiates: one of the `MC_OBJECTIVE_*` constants.
+ */
+typedef int32_t mc_objective_kind;
+
+/*
+ The objective of a backward pass (docs/experiments.md), one scalar per row; the rows'
+ sum is differentiated, so each row's gradients are its own. Fill with
+ `mc_objective_init(&o, sizeof o)`. Per-row arrays have `batch` entries; a position of -1
+ is the row's last non-padding position.
+ */
+typedef struct mc_objective {
+  /*
+   The size the caller was compiled with, written by `mc_objective_init`.
+   */
+  uint32_t struct_size;
+  /*
+   `MC_OBJECTIVE_LOGIT` (default), `_LOGIT_DIFF`, `_LOG_PROB` or `_DIRECTION`.
+   */
+  mc_objective_kind kind;
+  /*
+   LOGIT, LOGIT_DIFF: the token per row.
+   */
+  const int64_t *tokens;
+  size_t n_tokens;
+  /*
+   LOGIT_DIFF: the token subtracted, per row.
+   */
+  const int64_t *other_tokens;
+  size_t n_other_tokens;
+  /*
+   LOGIT, LOGIT_DIFF, DIRECTION: the position per row; NULL with 0: -1 for every row.
+   */
+  const int64_t *positions;
+  size_t n_positions;
+  /*
+   LOG_PROB: NULL (the next token; the last non-padding position has none) or
+   `batch * seq_len` targets, -1 where a position has none.
+   */
+  const int64_t *targets;
+  size_t n_targets;
+  /*
+   DIRECTION: the activation (any `MC_ACT_*` the request computes) and its layer.
+   */
+  mc_activation location;
+  int32_t layer;
+  /*
+   DIRECTION: float, broadcasting to `[batch, ...the location's per-position shape]`
+   (for example `[d_model]` or `[batch, d_ff]`); borrowed for the call, as an operand.
+   */
+  const DLManagedTensorVersioned *direction;
+} mc_objective;
 
 /*
  A forward pass request; fill with `mc_forward_request_init(&r, sizeof r)`. Every pointer is
@@ -403,7 +437,39 @@ typedef struct mc_forward_request {
    Must be zero (keeps the struct free of tail padding).
    */
   uint32_t reserved;
+  /*
+   NULL (default): no backward pass, nothing recorded for autograd. Otherwise the
+   objective whose gradients are taken at `grad_activations`/`grad_layers`.
+   */
+  const struct mc_objective *objective;
+  /*
+   `n_grads` locations to take the gradient at, with `grad_layers` as `layers` is for
+   `activations` (`MC_LAYER_ALL`: every layer run). The start residual's own location
+   (`resid.post_mlp` of `start_layer - 1`, `resid.post_emb` at 0) is allowed.
+   */
+  const mc_activation *grad_activations;
+  const int32_t *grad_layers;
+  size_t n_grads;
 } mc_forward_request;
+
+/*
+ Options of `mc_create_model`; fill with `mc_model_options_init(&o, sizeof o)`.
+ */
+typedef struct mc_model_options {
+  /*
+   The size the caller was compiled with, written by `mc_model_options_init`.
+   */
+  uint32_t struct_size;
+  /*
+   Fold each block's layer norms into the following weights (transformer-debugger's
+   `simplify`).
+   */
+  bool simplify;
+  /*
+   `MC_DTYPE_FLOAT32` (default), `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
+   */
+  mc_dtype dtype;
+} mc_model_options;
 
 /*
  Options of `mc_sample`; fill with `mc_sample_options_init(&o, sizeof o)`.
@@ -634,6 +700,26 @@ typedef struct mc_sample_options {
  None: no unembedding; `mc_forward_output_get(.., MC_ACT_LOGITS, ..)` is `MC_ERR_NOT_FOUND`.
  */
 #define MC_LOGITS_NONE 2
+
+/*
+ The logit of `tokens[row]` at `positions[row]`.
+ */
+#define MC_OBJECTIVE_LOGIT 0
+
+/*
+ `logit(tokens[row]) - logit(other_tokens[row])` at `positions[row]`.
+ */
+#define MC_OBJECTIVE_LOGIT_DIFF 1
+
+/*
+ The mean log-probability of the targets over the row's non-padding positions.
+ */
+#define MC_OBJECTIVE_LOG_PROB 2
+
+/*
+ The dot product of an activation at `positions[row]` with `direction`.
+ */
+#define MC_OBJECTIVE_DIRECTION 3
 
 #define MC_OK 0
 
@@ -975,6 +1061,110 @@ MC_API mc_status mc_config_json(const struct mc_context *ctx, char **out);
 MC_API void mc_string_free(char *s);
 
 /*
+ Runs a forward pass (no gradients) and returns the logits (`[batch, seq_len, vocab]`, or as
+ `req->logits` chooses) and the requested activations, each `[batch, ...per-sequence
+ shape]`, in `*out` (free with `mc_forward_output_free`). With `req->edits`, each edit is
+ applied where its activation is produced (docs/experiments.md): `attn.qk_logits` before the
+ causal and padding masks, which are applied again after it; `attn.qk_probs` after the
+ softmax, not renormalised; a layer-norm scale is what the normalisation divides by. A
+ captured activation at an edited location is the edited value (a copy). The request may
+ start from a residual stream at a layer's input and stop after a layer. With
+ `req->objective`, a backward pass follows: each row's objective and its gradients at
+ `req->grad_activations` are read with `mc_forward_output_objective` and
+ `mc_forward_output_grad` (parameters are never updated). Creates a default model if the
+ context has none. Thread-safe: concurrent passes with different edits each get their own
+ result.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, an edit's operand for ADD/REPLACE, or
+ an array NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below
+ the 0.2 size; `batch` or `seq_len` below 1 or `seq_len` above the context window;
+ `n_tokens` or `n_pad` not `batch * seq_len`; `token_type`, `logits`, an activation, an edit
+ op or a layer out of range; a layer the request does not run; a pad row not right-padded;
+ an edit at `logits`; a selection index out of range, or a selection list without its
+ length; start and end layers out of order; `reserved` not zero; an operand that is not
+ float32, float16 or bfloat16; an objective kind out of range, a per-row array whose length
+ is not `batch`, a position past its row or on padding, a row without a log-probability
+ target, an objective reading the logits with `end_layer` set, a gradient at `logits` or
+ at a layer not run, `n_grads` without an objective), `MC_ERR_TOKEN` (an objective token
+ or target outside the vocabulary), `MC_ERR_SHAPE` (an operand that does not broadcast to its
+ selection, a start residual not `[batch, seq_len, d_model]`, a direction that does not
+ broadcast to its location at one position; the message gives both shapes), `MC_ERR_DEVICE` (an operand or start residual on a device other than the CPU and
+ the model's), `MC_ERR_TOKEN` (an id outside the vocabulary, with its position),
+ `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the library's size of
+ `req`, of an edit or of the objective, an operand of another DLPack major version), the errors of
+ `mc_create_model` when it creates the model, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. The
+ context stays usable after every error.
+
+ # Safety
+ `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_forward(const struct mc_context *ctx,
+                     const struct mc_forward_request *req,
+                     struct mc_forward_output **out);
+
+/*
+ One activation of a forward output as a DLPack tensor (`layer`: the layer, or
+ `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
+ hands out a new tensor sharing the output's memory: free it with its deleter; it stays
+ valid after `mc_forward_output_free`. Not found if it was not requested (the logits:
+ if the request chose `MC_LOGITS_NONE` or stopped before the end).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
+ range), `MC_ERR_NOT_FOUND` (not requested), `MC_ERR_PANIC`.
+
+ # Safety
+ `output` NULL or live; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_forward_output_get(const struct mc_forward_output *output,
+                                mc_activation act,
+                                int32_t layer,
+                                DLManagedTensorVersioned **out);
+
+/*
+ Each row's objective value `[batch]` (float32) of a request with a backward pass, as a new
+ DLPack tensor (free it with its deleter; it outlives the output).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_NOT_FOUND` (the request had no
+ objective), `MC_ERR_PANIC`.
+
+ # Safety
+ `output` NULL or live; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_forward_output_objective(const struct mc_forward_output *output,
+                                      DLManagedTensorVersioned **out);
+
+/*
+ The gradient of the rows' summed objective at one requested location and layer, with the
+ activation's shape and the model's dtype, as a new DLPack tensor (free it with its deleter;
+ it outlives the output). At an edited location it is the gradient with respect to the
+ edited value; where the objective does not depend on the location it is zeros.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
+ range), `MC_ERR_NOT_FOUND` (no gradient was requested there), `MC_ERR_PANIC`.
+
+ # Safety
+ `output` NULL or live; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_forward_output_grad(const struct mc_forward_output *output,
+                                 mc_activation act,
+                                 int32_t layer,
+                                 DLManagedTensorVersioned **out);
+
+/*
+ Frees a forward output (NULL: no-op); tensors taken from it stay valid.
+
+ Returns no status; never fails.
+
+ # Safety
+ `output` is NULL or from `mc_forward`, not freed before.
+ */
+MC_API void mc_forward_output_free(struct mc_forward_output *output);
+
+/*
  Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
  the defaults (float32, not simplified) and sets `struct_size = size`.
 
@@ -1012,6 +1202,19 @@ MC_API mc_status mc_forward_request_init(struct mc_forward_request *req, size_t 
 MC_API mc_status mc_edit_init(struct mc_edit *edit, size_t size);
 
 /*
+ Fills `*objective` for the caller's `size` (pass `sizeof *objective`): zeroes all `size`
+ bytes, writes the defaults (`MC_OBJECTIVE_LOGIT`, no arrays, `MC_LAYER_NONE`) and sets
+ `struct_size = size`.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`objective`), `MC_ERR_INVALID_ARGUMENT` (`size` below the
+ 0.2 size of the struct; nothing is written), `MC_ERR_PANIC`.
+
+ # Safety
+ `objective` is NULL or valid for writes of `size` bytes.
+ */
+MC_API mc_status mc_objective_init(struct mc_objective *objective, size_t size);
+
+/*
  Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
  the defaults (greedy, 16 tokens, seed 0, stop at `<|endoftext|>`) and sets
  `struct_size = size`.
@@ -1041,71 +1244,6 @@ MC_API mc_status mc_sample_options_init(struct mc_sample_options *opts, size_t s
  `ctx` is NULL or a live context; `opts` NULL or valid for `opts->struct_size` bytes.
  */
 MC_API mc_status mc_create_model(const struct mc_context *ctx, const struct mc_model_options *opts);
-
-/*
- Runs a forward pass (no gradients) and returns the logits (`[batch, seq_len, vocab]`, or as
- `req->logits` chooses) and the requested activations, each `[batch, ...per-sequence
- shape]`, in `*out` (free with `mc_forward_output_free`). With `req->edits`, each edit is
- applied where its activation is produced (docs/experiments.md): `attn.qk_logits` before the
- causal and padding masks, which are applied again after it; `attn.qk_probs` after the
- softmax, not renormalised; a layer-norm scale is what the normalisation divides by. A
- captured activation at an edited location is the edited value (a copy). The request may
- start from a residual stream at a layer's input and stop after a layer. Creates a default
- model if the context has none. Thread-safe: concurrent passes with different edits each
- get their own result.
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, an edit's operand for ADD/REPLACE, or
- an array NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below
- the 0.2 size; `batch` or `seq_len` below 1 or `seq_len` above the context window;
- `n_tokens` or `n_pad` not `batch * seq_len`; `token_type`, `logits`, an activation, an edit
- op or a layer out of range; a layer the request does not run; a pad row not right-padded;
- an edit at `logits`; a selection index out of range, or a selection list without its
- length; start and end layers out of order; `reserved` not zero; an operand that is not
- float32, float16 or bfloat16), `MC_ERR_SHAPE` (an operand that does not broadcast to its
- selection, a start residual not `[batch, seq_len, d_model]`; the message gives both
- shapes), `MC_ERR_DEVICE` (an operand or start residual on a device other than the CPU and
- the model's), `MC_ERR_TOKEN` (an id outside the vocabulary, with its position),
- `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the library's size of
- `req` or of an edit, an operand of another DLPack major version), the errors of
- `mc_create_model` when it creates the model, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. The
- context stays usable after every error.
-
- # Safety
- `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
- */
-MC_API
-mc_status mc_forward(const struct mc_context *ctx,
-                     const struct mc_forward_request *req,
-                     struct mc_forward_output **out);
-
-/*
- One activation of a forward output as a DLPack tensor (`layer`: the layer, or
- `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
- hands out a new tensor sharing the output's memory: free it with its deleter; it stays
- valid after `mc_forward_output_free`. Not found if it was not requested (the logits:
- if the request chose `MC_LOGITS_NONE` or stopped before the end).
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
- range), `MC_ERR_NOT_FOUND` (not requested), `MC_ERR_PANIC`.
-
- # Safety
- `output` NULL or live; `out` NULL or writable.
- */
-MC_API
-mc_status mc_forward_output_get(const struct mc_forward_output *output,
-                                mc_activation act,
-                                int32_t layer,
-                                DLManagedTensorVersioned **out);
-
-/*
- Frees a forward output (NULL: no-op); tensors taken from it stay valid.
-
- Returns no status; never fails.
-
- # Safety
- `output` is NULL or from `mc_forward`, not freed before.
- */
-MC_API void mc_forward_output_free(struct mc_forward_output *output);
 
 /*
  Looks up an activation location by name (e.g. "mlp.post_act").

@@ -156,15 +156,25 @@ def block(x, params, cfg, pad, acts, i, edit=no_edit):
     return x
 
 
-def run(params, cfg, tokens, pad, edit=no_edit):
-    """The whole forward pass; every activation in a dict (see the module docstring)."""
+def start_key(layer):
+    """The activation a residual stream entering `layer` stands for."""
+    return "resid.post_emb" if layer == 0 else f"resid.post_mlp.{layer - 1}"
+
+
+def run(params, cfg, tokens, pad, edit=no_edit, start=None):
+    """The whole forward pass; every activation in a dict (see the module docstring).
+    `start=(layer, resid)` enters `resid` [B, T, d_model] at `layer` instead of the embeddings."""
     b, t = tokens.shape
     acts = {}
     pos = positions(pad, b, t)
     assert int(pos.max()) < cfg["ctx_window"], "sequence longer than ctx_window"
-    x = params["tok_embed.weight"][tokens] + params["pos_embed.weight"][pos]
-    x = acts["resid.post_emb"] = edit("resid.post_emb", x)
-    for i in range(cfg["n_layers"]):
+    first = 0 if start is None else start[0]
+    if start is None:
+        x = params["tok_embed.weight"][tokens] + params["pos_embed.weight"][pos]
+    else:
+        x = start[1]
+    x = acts[start_key(first)] = edit(start_key(first), x)
+    for i in range(first, cfg["n_layers"]):
         x = block(x, params, cfg, pad, acts, i, edit)
     gain = params["final_ln.weight"].expand(cfg["d_model"])
     x, acts["resid.ln_f.scale"] = layer_norm(x, gain, params["final_ln.bias"], edit, "resid.ln_f.scale")

@@ -21,6 +21,7 @@ pub mod error;
 pub mod ffi;
 pub mod layout;
 pub mod model;
+pub mod objective;
 pub mod source;
 pub mod tensor;
 pub mod tokenizer;

@@ -1,6 +1,7 @@
 //! The transformer of spec section 6 (GPT-2 style, pre-LayerNorm, TDB's conventions), built
 //! on libtorch from a context's pieces, with the activations of a forward pass exposed and
-//! editable, a run that may start and stop at a layer, and a choice of which logits to compute.
+//! editable, a run that may start and stop at a layer, a choice of which logits to compute and
+//! a backward pass from an objective to chosen activations.
 use crate::activations::Activation;
 use crate::config::Config;
 use crate::device::Device;
@@ -8,6 +9,7 @@ use crate::dims::Dimension;
 use crate::edits::{broadcasts, Edit, EditOp};
 use crate::error::{err, ErrorKind, Result};
 use crate::layout;
+use crate::objective::{self, Backward, Objective};
 use crate::tensor::OwnedTensor;
 use std::collections::{HashMap, HashSet};
 use tch::{Kind, Tensor};
@@ -83,13 +85,29 @@ pub struct Experiment {
     /// Run only the layers before this one: no later layer, final norm or unembedding.
     pub end_layer: Option<i64>,
     pub logits: LogitsChoice,
+    /// A backward pass from an objective; None records nothing for autograd.
+    pub backward: Option<Backward>,
+}
+
+impl Experiment {
+    /// The activation a start residual stands for: `resid.post_mlp` of the layer before the
+    /// start (`resid.post_emb` at layer 0). It can be captured and differentiated at.
+    pub fn start_key(&self) -> Option<ActivationKey> {
+        self.start.as_ref().map(|s| match s.layer {
+            0 => (Activation::ResidPostEmb, None),
+            l => (Activation::ResidPostMlp, Some(l - 1)),
+        })
+    }
 }
 
 /// The logits (unless the request skipped them) and the requested activations, each
-/// `[batch, ...per-sequence shape]`.
+/// `[batch, ...per-sequence shape]`; with a backward pass, each row's objective `[batch]`
+/// (float32) and the gradients, each with its activation's shape.
 pub struct ForwardOutput {
     pub logits: Option<OwnedTensor>,
     pub activations: Vec<(ActivationKey, OwnedTensor)>,
+    pub objective: Option<OwnedTensor>,
+    pub grads: Vec<(ActivationKey, OwnedTensor)>,
 }
 
 impl ForwardOutput {
@@ -101,6 +119,11 @@ impl ForwardOutput {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, t)| t)
+    }
+
+    /// The gradient of the objective at an activation the request named.
+    pub fn grad(&self, key: ActivationKey) -> Option<&OwnedTensor> {
+        self.grads.iter().find(|(k, _)| *k == key).map(|(_, t)| t)
     }
 }
 
@@ -302,7 +325,94 @@ impl Model {
             }
             self.check_device(&s.resid, "the start residual")?;
         }
+        if let Some(bw) = &x.backward {
+            self.resolve(input, bw)?;
+            self.check_backward(bw, layers, x, b, t)?;
+        }
         Ok(())
+    }
+
+    /// The objective's location, direction and logits needs, and the gradient locations.
+    fn check_backward(
+        &self,
+        bw: &Backward,
+        layers: (i64, i64),
+        x: &Experiment,
+        b: i64,
+        t: i64,
+    ) -> Result<()> {
+        if bw.objective.needs_logits() && x.end_layer.is_some() {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "objective: it reads the logits but the request stops before them (end_layer)",
+            ));
+        }
+        if let Objective::Direction {
+            location,
+            layer,
+            direction,
+            ..
+        } = &bw.objective
+        {
+            self.check_key(*location, *layer, layers, x, "objective")?;
+            let mut want = self.full_shape(*location, b, t);
+            want.remove(1); // one position per row
+            if !broadcasts(&direction.size(), &want) {
+                return Err(err(
+                    ErrorKind::Shape,
+                    format!(
+                        "objective: direction of shape {:?} does not broadcast to {want:?} \
+                         ([batch, ...] of {} at one position)",
+                        direction.size(),
+                        location.name()
+                    ),
+                ));
+            }
+            self.check_device(direction, "objective: the direction")?;
+        }
+        for &(act, layer) in &bw.at {
+            let what = format!("gradient at {}", act.name());
+            if act == Activation::Logits {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{what}: not offered (ask at resid.post_ln_f, the unembedding's input)"
+                    ),
+                ));
+            }
+            self.check_key(act, layer, layers, x, &what)?;
+        }
+        Ok(())
+    }
+
+    /// The objective's positions with -1 resolved, and the log-probability terms.
+    fn resolve(&self, input: &ForwardInput, bw: &Backward) -> Result<Resolved> {
+        let (b, t) = (input.batch, input.seq_len);
+        let lengths = objective::row_lengths(input.pad.as_deref(), b, t);
+        let positions = bw.objective.check(&lengths, t, self.n_vocab)?;
+        let log_prob = match &bw.objective {
+            Objective::LogProb { targets } => {
+                if targets.is_none() && input.tokens.is_empty() {
+                    return Err(err(
+                        ErrorKind::InvalidArgument,
+                        "objective: next-token targets need the tokens (the request gives a \
+                         start residual only): pass targets",
+                    ));
+                }
+                let tokens = &input.tokens;
+                Some(objective::log_prob_targets(
+                    targets.as_deref(),
+                    tokens,
+                    &lengths,
+                    t,
+                )?)
+            }
+            _ => None,
+        };
+        Ok(Resolved {
+            positions,
+            log_prob,
+        })
     }
 
     fn check_tokens(&self, input: &ForwardInput) -> Result<()> {
@@ -358,6 +468,9 @@ impl Model {
     ) -> Result<()> {
         let bad = |m: String| Err(err(ErrorKind::InvalidArgument, format!("{what}: {m}")));
         let n = self.config.n_layers;
+        if x.start_key() == Some((act, layer)) {
+            return Ok(()); // the start residual itself
+        }
         match (act.per_layer(), layer) {
             (true, Some(l)) if !(0..n).contains(&l) => bad(format!(
                 "layer {l} out of range for {} (model has {n} layers)",
@@ -410,7 +523,7 @@ impl Model {
         self.forward_with(input, wanted, &Experiment::default())
     }
 
-    /// `forward` with edits, a start, an end and a logits choice (an experiment).
+    /// `forward` with edits, a start, an end, a logits choice and a backward pass.
     pub fn forward_with(
         &self,
         input: &ForwardInput,
@@ -423,16 +536,91 @@ impl Model {
             .iter()
             .map(|e| self.on_device(e))
             .collect::<TchResult<Vec<_>>>()?;
+        let bw = x.backward.as_ref();
         let mut hooks = Hooks {
             wanted: wanted.iter().copied().collect(),
             edits: &edits,
             got: Vec::new(),
+            grad_at: bw.map_or_else(HashSet::new, |b| b.at.iter().copied().collect()),
+            targets: Vec::new(),
+            objective_at: bw.and_then(|b| match &b.objective {
+                Objective::Direction {
+                    location, layer, ..
+                } => Some((*location, *layer)),
+                _ => None,
+            }),
+            objective_act: None,
         };
-        let logits = tch::no_grad(|| self.run(input, x, &mut hooks))?;
+        let owned = |t: Tensor| TchResult::Ok(OwnedTensor::owned(t.f_detach()?, false));
+        let (logits, objective, grads) = match bw {
+            None => (
+                tch::no_grad(|| self.run(input, x, &mut hooks))?.logits,
+                None,
+                Vec::new(),
+            ),
+            Some(bw) => {
+                let r = self.resolve(input, bw)?;
+                tch::with_grad(|| -> Result<_> {
+                    let fin = self.run(input, x, &mut hooks)?;
+                    let value = self.objective_value(&bw.objective, &r, &fin, x, &hooks)?;
+                    let grads = hooks.backward(&value)?;
+                    Ok((fin.logits, Some(owned(value)?), grads))
+                })?
+            }
+        };
         Ok(ForwardOutput {
-            logits: logits.map(|l| OwnedTensor::owned(l, false)),
+            logits: logits.map(owned).transpose()?,
             activations: hooks.got,
+            objective,
+            grads,
         })
+    }
+
+    /// Each row's objective `[batch]` in float32, still attached to the autograd graph.
+    fn objective_value(
+        &self,
+        o: &Objective,
+        r: &Resolved,
+        fin: &Final,
+        x: &Experiment,
+        hooks: &Hooks,
+    ) -> TchResult<Tensor> {
+        let missing = |what: &str| tch::TchError::Kind(format!("objective: no {what}"));
+        let unembed = self.p("unembed.weight")?;
+        let h = || fin.h.as_ref().ok_or_else(|| missing("final residual"));
+        let rows =
+            || objective::at_positions(h()?, &r.positions)?.f_linear::<&Tensor>(unembed, None);
+        let moved = |t: &Tensor| t.f_to_device_(self.device.to_tch(), Kind::Float, false, false);
+        match o {
+            Objective::Logit { tokens, .. } => objective::pick(&rows()?, tokens),
+            Objective::LogitDiff { tokens, others, .. } => {
+                let l = rows()?;
+                objective::pick(&l, tokens)?.f_sub(&objective::pick(&l, others)?)
+            }
+            Objective::LogProb { .. } => {
+                let (ids, counted) = r.log_prob.as_ref().ok_or_else(|| missing("targets"))?;
+                let full = match (&fin.logits, x.logits) {
+                    (Some(l), LogitsChoice::All) => l.shallow_clone(),
+                    _ => h()?.f_linear::<&Tensor>(unembed, None)?,
+                };
+                objective::mean_log_prob(&full, ids, counted)
+            }
+            Objective::Direction {
+                location: Activation::Logits,
+                direction,
+                ..
+            } => objective::dot(&rows()?, &moved(direction)?),
+            Objective::Direction { direction, .. } => {
+                let act = hooks
+                    .objective_act
+                    .as_ref()
+                    .ok_or_else(|| missing("activation"))?;
+                objective::dot(
+                    &objective::at_positions(act, &r.positions)?,
+                    &moved(direction)?,
+                )
+            }
+        }
     }
 
     /// The edit with its operand on the model's device, in the model's dtype.
@@ -454,12 +642,7 @@ impl Model {
         })
     }
 
-    fn run(
-        &self,
-        input: &ForwardInput,
-        x: &Experiment,
-        hooks: &mut Hooks,
-    ) -> TchResult<Option<Tensor>> {
+    fn run(&self, input: &ForwardInput, x: &Experiment, hooks: &mut Hooks) -> TchResult<Final> {
         let dev = self.device.to_tch();
         let (b, t) = (input.batch, input.seq_len);
         let pad = match &input.pad {
@@ -469,18 +652,22 @@ impl Model {
             _ => None,
         };
         let mask = self.attention_mask(t, pad.as_ref())?;
-        let (mut h, first) = match &x.start {
-            Some(s) => {
+        let (mut h, first) = match (&x.start, x.start_key()) {
+            (Some(s), Some((act, layer))) => {
                 let kind = self.options.dtype.kind();
-                (s.resid.f_to_device_(dev, kind, false, false)?, s.layer)
+                let resid = s.resid.f_to_device_(dev, kind, false, false)?;
+                (hooks.at(act, layer, resid)?, s.layer)
             }
-            None => (self.embed(input, pad.as_ref(), hooks)?, 0),
+            _ => (self.embed(input, pad.as_ref(), hooks)?, 0),
         };
         for layer in first..x.end_layer.unwrap_or(self.config.n_layers) {
             h = self.block(layer, h, &mask, hooks)?;
         }
         if x.end_layer.is_some() {
-            return Ok(None);
+            return Ok(Final {
+                h: None,
+                logits: None,
+            });
         }
         let (lnf, scale) = (Activation::ResidLnFScale, Activation::ResidPostLnF);
         let h = self.layer_norm(
@@ -491,7 +678,7 @@ impl Model {
             (lnf, scale, None),
         )?;
         let unembed = self.p("unembed.weight")?;
-        Ok(match x.logits {
+        let logits = match x.logits {
             LogitsChoice::All => Some(h.f_linear::<&Tensor>(unembed, None)?),
             LogitsChoice::Last => {
                 let last = last_positions(pad.as_ref(), b, t, dev)?;
@@ -504,7 +691,8 @@ impl Model {
                 Some(rows.f_linear::<&Tensor>(unembed, None)?)
             }
             LogitsChoice::None => None,
-        })
+        };
+        Ok(Final { h: Some(h), logits })
     }
 
     /// Token plus position embeddings: `resid.post_emb`.
@@ -582,12 +770,12 @@ impl Model {
             .f_matmul(&k.f_permute([0, 2, 3, 1])?)?;
         let raw = hooks.edit_heads_last(AttnQkLogits, l, raw)?;
         let logits = raw.f_masked_fill(&mask.f_logical_not()?, f64::NEG_INFINITY)?;
-        hooks.put_heads_last(AttnQkLogits, l, &logits)?;
+        let logits = hooks.tap(AttnQkLogits, l, logits, true)?;
         let probs = logits
             .f_softmax(-1, Kind::Float)?
             .f_to_dtype(x.kind(), false, false)?;
         let probs = hooks.edit_heads_last(AttnQkProbs, l, probs)?;
-        hooks.put_heads_last(AttnQkProbs, l, &probs)?;
+        let probs = hooks.tap(AttnQkProbs, l, probs, true)?;
         let v_out = probs
             .f_matmul(&v.f_permute([0, 2, 1, 3])?)?
             .f_permute([0, 2, 1, 3])?;
@@ -639,7 +827,7 @@ impl Model {
             .f_add_scalar(1e-5)?
             .f_sqrt()?;
         let edited = hooks.at(scale_at, layer, scale.f_to_dtype(kind, false, false)?)?;
-        if hooks.edits_at(scale_at, layer) {
+        if hooks.edits_at(scale_at, layer) || hooks.grad_at.contains(&(scale_at, layer)) {
             scale = edited.f_to_dtype(Kind::Float, false, false)?;
         }
         let out = centered
@@ -674,12 +862,30 @@ fn last_positions(pad: Option<&Tensor>, b: i64, t: i64, dev: tch::Device) -> Tch
     }
 }
 
+/// What `run` ends with: the final normalised residual and the logits (None when stopped).
+struct Final {
+    h: Option<Tensor>,
+    logits: Option<Tensor>,
+}
+
+/// An objective's resolved positions and, for the log-probability, `(targets, counted)`.
+struct Resolved {
+    positions: Vec<i64>,
+    log_prob: Option<(Vec<i64>, Vec<bool>)>,
+}
+
 /// Where a forward pass meets its request: the edits at each location, then the capture of
-/// the (edited) value when it was asked for.
+/// the (edited) value when it was asked for, and with a backward pass the gradient targets
+/// and the objective's activation.
 struct Hooks<'a> {
     wanted: HashSet<ActivationKey>,
     edits: &'a [Edit],
     got: Vec<(ActivationKey, OwnedTensor)>,
+    grad_at: HashSet<ActivationKey>,
+    /// The tensor downstream sees at each gradient location; true when held `[B, H, T, S]`.
+    targets: Vec<(ActivationKey, Tensor, bool)>,
+    objective_at: Option<ActivationKey>,
+    objective_act: Option<Tensor>,
 }
 
 impl Hooks<'_> {
@@ -697,18 +903,42 @@ impl Hooks<'_> {
             .try_fold(x, |x, e| e.apply(&x))
     }
 
-    fn put(&mut self, act: Activation, layer: Option<i64>, t: &Tensor) {
-        if self.wanted.contains(&(act, layer)) {
-            self.got
-                .push(((act, layer), OwnedTensor::owned(t.shallow_clone(), false)));
+    /// Registers `x` as what downstream sees: a gradient target (a new autograd leaf when
+    /// nothing upstream is differentiated, so nothing before the first target is recorded),
+    /// the objective's activation, a capture. `heads_last`: `x` is `[B, H, T, S]`.
+    fn tap(
+        &mut self,
+        act: Activation,
+        layer: Option<i64>,
+        x: Tensor,
+        heads_last: bool,
+    ) -> TchResult<Tensor> {
+        let key = (act, layer);
+        let x = match self.grad_at.contains(&key) {
+            true if !x.requires_grad() => x.f_detach()?.f_set_requires_grad(true)?,
+            _ => x,
+        };
+        if self.grad_at.contains(&key) {
+            self.targets.push((key, x.shallow_clone(), heads_last));
         }
+        let exposed = || match heads_last {
+            true => x.f_permute([0, 2, 3, 1]),
+            false => Ok(x.shallow_clone()),
+        };
+        if self.objective_at == Some(key) {
+            self.objective_act = Some(exposed()?);
+        }
+        if self.wanted.contains(&key) {
+            self.got
+                .push((key, OwnedTensor::owned(exposed()?.f_detach()?, false)));
+        }
+        Ok(x)
     }
 
-    /// Edits, then captures: what every location but the attention pattern does.
+    /// Edits, then taps: what every location but the attention pattern does.
     fn at(&mut self, act: Activation, layer: Option<i64>, x: Tensor) -> TchResult<Tensor> {
         let x = self.edit(act, layer, x)?;
-        self.put(act, layer, &x);
-        Ok(x)
+        self.tap(act, layer, x, false)
     }
 
     /// Edits an attention pattern held as `[B, H, T, S]` in its exposed layout `[B, T, S, H]`.
@@ -720,10 +950,32 @@ impl Hooks<'_> {
             .f_permute([0, 3, 1, 2])
     }
 
-    fn put_heads_last(&mut self, act: Activation, layer: Option<i64>, x: &Tensor) -> TchResult<()> {
-        if self.wanted.contains(&(act, layer)) {
-            self.put(act, layer, &x.f_permute([0, 2, 3, 1])?);
-        }
-        Ok(())
+    /// The gradients of the rows' summed objective at every target, in exposed layouts;
+    /// zeros where the objective does not depend on a target.
+    fn backward(&self, value: &Tensor) -> TchResult<Vec<(ActivationKey, OwnedTensor)>> {
+        let total = value.f_sum(Kind::Float)?;
+        let inputs: Vec<&Tensor> = self.targets.iter().map(|(_, t, _)| t).collect();
+        let grads = match total.requires_grad() && !inputs.is_empty() {
+            true => Tensor::f_run_backward(&[&total], &inputs, false, false)?,
+            false => Vec::new(),
+        };
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, (key, t, heads_last))| {
+                let g = match grads.get(i) {
+                    Some(g) if g.defined() => g.shallow_clone(),
+                    _ => t.f_zeros_like()?,
+                };
+                let g = match heads_last {
+                    true => g.f_permute([0, 2, 3, 1])?,
+                    false => g,
+                };
+                Ok((
+                    *key,
+                    OwnedTensor::owned(g.f_detach()?.f_contiguous()?, false),
+                ))
+            })
+            .collect()
     }
 }

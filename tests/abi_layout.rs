@@ -99,6 +99,30 @@ fn layouts() -> Vec<Layout> {
                 (end_layer, 108, 4),
                 (logits, 112, 4),
                 (reserved, 116, 4),
+                // Appended within 0.2: the backward pass.
+                (objective, 120, 8),
+                (grad_activations, 128, 8),
+                (grad_layers, 136, 8),
+                (n_grads, 144, 8),
+            ]
+        ),
+        layout!(
+            mc_objective,
+            88,
+            [
+                (struct_size, 0, 4),
+                (kind, 4, 4),
+                (tokens, 8, 8),
+                (n_tokens, 16, 8),
+                (other_tokens, 24, 8),
+                (n_other_tokens, 32, 8),
+                (positions, 40, 8),
+                (n_positions, 48, 8),
+                (targets, 56, 8),
+                (n_targets, 64, 8),
+                (location, 72, 4),
+                (layer, 76, 4),
+                (direction, 80, 8),
             ]
         ),
         layout!(
@@ -196,5 +220,6 @@ fn init_accepts_exactly_the_0_2_size_and_up() {
     check(mc_model_options_init, 12);
     check(mc_forward_request_init, 120);
     check(mc_edit_init, 48);
+    check(mc_objective_init, 88);
     check(mc_sample_options_init, 40);
 }

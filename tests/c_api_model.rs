@@ -3,6 +3,7 @@
 mod common;
 use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
+use model_context::ffi::forward::*;
 use model_context::ffi::model::*;
 use model_context::ffi::status::*;
 use std::ffi::{CStr, CString};

@@ -2,46 +2,22 @@
 //! of which a wrong implementation breaks; bad requests; concurrent passes with different
 //! edits; and a property test of random edit lists against an element-by-element oracle.
 mod common;
+use common::padded as input;
 use common::Rng;
 use model_context::activations::Activation::{self, *};
 use model_context::edits::{AxisSelection, Edit, EditOp};
-use model_context::model::{
-    Experiment, ForwardInput, ForwardOutput, LogitsChoice, Model, ModelOptions, Start,
-};
-use model_context::{Device, ErrorKind, ModelContext, OpenOptions, StandardModelContext};
+use model_context::model::{Experiment, ForwardInput, ForwardOutput, LogitsChoice, Model, Start};
+use model_context::ErrorKind;
 use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 fn model() -> Arc<Model> {
-    let dir = common::data_dir(
+    common::golden_model(
         "MC_EDIT_GOLDEN_DIR",
         "data/edit_golden",
         "scripts/gen_edit_golden.py",
+        "e24_l3_h3",
     )
-    .join("e24_l3_h3");
-    let opts = OpenOptions {
-        device: Some(Device::Cpu),
-        ..Default::default()
-    };
-    let ctx = StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap();
-    ctx.get_or_create_model(Some(ModelOptions::default()))
-        .unwrap()
-}
-
-fn input(rows: &[&[i64]]) -> ForwardInput {
-    let t = rows.iter().map(|r| r.len()).max().unwrap();
-    let mut tokens = Vec::new();
-    let mut pad = Vec::new();
-    for r in rows {
-        tokens.extend(r.iter().copied().chain(std::iter::repeat_n(0, t - r.len())));
-        pad.extend((0..t).map(|i| i >= r.len()));
-    }
-    ForwardInput {
-        tokens,
-        batch: rows.len() as i64,
-        seq_len: t as i64,
-        pad: pad.iter().any(|&p| p).then_some(pad),
-    }
 }
 
 const CLEAN: &[i64] = &[464, 2068, 7586, 21831, 18045];

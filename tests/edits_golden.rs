@@ -5,12 +5,11 @@
 //! location, three seeded models (one with 3 heads), single rows and padded batches; CUDA too
 //! where a GPU is visible (a SKIPPED line otherwise).
 mod common;
-use common::{load, max_diff, parse_key};
-use model_context::edits::{AxisSelection, Edit, EditOp};
+use common::{devices, edits, load, max_diff, parse_key};
 use model_context::model::{Experiment, ModelDType, ModelOptions};
 use model_context::{Device, ModelContext, OpenOptions, StandardModelContext};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn golden() -> (PathBuf, Value) {
     let dir = common::data_dir(
@@ -20,56 +19,6 @@ fn golden() -> (PathBuf, Value) {
     );
     let m = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     (dir, m)
-}
-
-/// The edit lists of the manifest as the library's edits.
-fn edits(dir: &Path, case: &Value) -> Vec<Edit> {
-    case["edits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let key = match e["layer"].as_i64() {
-                Some(l) => format!("{}.{l}", e["location"].as_str().unwrap()),
-                None => e["location"].as_str().unwrap().to_string(),
-            };
-            let (location, layer) = parse_key(&key);
-            let selection = e["selection"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| match s.as_array() {
-                    None => AxisSelection::All,
-                    Some(ix) => {
-                        AxisSelection::Indices(ix.iter().map(|i| i.as_i64().unwrap()).collect())
-                    }
-                })
-                .collect();
-            let value = e["value"].as_f64().unwrap();
-            let op = match e["op"].as_str().unwrap() {
-                "set" => EditOp::Set(value),
-                "scale" => EditOp::Scale(value),
-                "add" => EditOp::Add(load(dir, &e["operand"])),
-                "replace" => EditOp::Replace(load(dir, &e["operand"])),
-                op => panic!("unknown op {op}"),
-            };
-            Edit {
-                location,
-                layer,
-                selection,
-                op,
-            }
-        })
-        .collect()
-}
-
-fn devices() -> Vec<Device> {
-    if tch::Cuda::is_available() {
-        vec![Device::Cpu, Device::Cuda(0)]
-    } else {
-        eprintln!("SKIPPED on CUDA: no CUDA device visible to libtorch (CPU only)");
-        vec![Device::Cpu]
-    }
 }
 
 /// `MC_EDIT_GOLDEN_ONLY=<model>/<input>` keeps one model's cases for one input (the GPU

@@ -7,6 +7,7 @@
 mod common;
 use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
+use model_context::ffi::forward::*;
 use model_context::ffi::model::*;
 use model_context::ffi::status::*;
 use model_context::ffi::tokens::*;

@@ -51,6 +51,39 @@ type Edit struct {
 	Selection [][]int64
 }
 
+// ObjectiveKind says what a backward pass differentiates (docs/experiments.md).
+type ObjectiveKind int32
+
+// The objective kinds, with the C library's values.
+const (
+	ObjectiveLogit     ObjectiveKind = C.MC_OBJECTIVE_LOGIT      // logit of Tokens[row]
+	ObjectiveLogitDiff ObjectiveKind = C.MC_OBJECTIVE_LOGIT_DIFF // Tokens[row] minus OtherTokens[row]
+	ObjectiveLogProb   ObjectiveKind = C.MC_OBJECTIVE_LOG_PROB   // mean log-probability of Targets
+	ObjectiveDirection ObjectiveKind = C.MC_OBJECTIVE_DIRECTION  // activation . Direction
+)
+
+// Objective is one scalar per row; the rows' sum is differentiated, so each row's gradients
+// are its own. Per-row slices have Batch entries; a position of -1 (or nil Positions) is
+// the row's last non-padding position. Targets (LogProb) is nil for the next tokens or
+// Batch*SeqLen ids, -1 where a position has none.
+type Objective struct {
+	Kind        ObjectiveKind
+	Tokens      []int64
+	OtherTokens []int64
+	Positions   []int64
+	Targets     []int64
+	Location    Activation // ObjectiveDirection: the activation and its layer
+	Layer       int
+	Direction   *Operand // broadcasts to [batch, ...the location's per-position shape]
+}
+
+// Backward asks a forward pass for the gradients of Objective at the locations in At
+// (LayerAll: every layer run); read them with ForwardOutput.Grad and ForwardOutput.Objective.
+type Backward struct {
+	Objective Objective
+	At        []ActivationRequest
+}
+
 // Start makes a forward pass begin at Layer's input from Resid [batch, seq_len, d_model]
 // instead of the token embeddings (Tokens may then be nil).
 type Start struct {
@@ -158,5 +191,70 @@ func (a *cArena) experiment(req *C.mc_forward_request, r *ForwardRequest) error 
 	}
 	req.end_layer = C.int32_t(r.EndLayer)
 	req.logits = C.mc_logits_choice(r.Logits)
+	if r.Backward != nil {
+		return a.backward(req, r.Backward)
+	}
 	return nil
+}
+
+// ids copies a slice of ids into C memory, returning the pointer and its length.
+func (a *cArena) ids(v []int64) (*C.int64_t, C.size_t) {
+	if len(v) == 0 {
+		return nil, 0
+	}
+	p := a.alloc(uintptr(len(v)) * 8)
+	copy(unsafe.Slice((*int64)(p), len(v)), v)
+	return (*C.int64_t)(p), C.size_t(len(v))
+}
+
+// backward fills the request's objective and gradient locations.
+func (a *cArena) backward(req *C.mc_forward_request, b *Backward) error {
+	o := (*C.mc_objective)(a.alloc(unsafe.Sizeof(C.mc_objective{})))
+	if err := call("mc_objective_init", func() C.mc_status {
+		return C.mc_objective_init(o, C.size_t(unsafe.Sizeof(*o)))
+	}); err != nil {
+		return err
+	}
+	obj := &b.Objective
+	o.kind = C.mc_objective_kind(obj.Kind)
+	o.tokens, o.n_tokens = a.ids(obj.Tokens)
+	o.other_tokens, o.n_other_tokens = a.ids(obj.OtherTokens)
+	o.positions, o.n_positions = a.ids(obj.Positions)
+	o.targets, o.n_targets = a.ids(obj.Targets)
+	o.location = C.mc_activation(obj.Location)
+	o.layer = C.int32_t(obj.Layer)
+	if obj.Direction != nil {
+		t, err := a.tensor(obj.Direction, "objective direction")
+		if err != nil {
+			return err
+		}
+		o.direction = t
+	}
+	req.objective = o
+	if n := len(b.At); n > 0 {
+		acts := unsafe.Slice((*C.mc_activation)(a.alloc(uintptr(n)*4)), n)
+		layers := unsafe.Slice((*C.int32_t)(a.alloc(uintptr(n)*4)), n)
+		for i, at := range b.At {
+			acts[i], layers[i] = C.mc_activation(at.Activation), C.int32_t(at.Layer)
+		}
+		req.grad_activations, req.grad_layers, req.n_grads = &acts[0], &layers[0], C.size_t(n)
+	}
+	return nil
+}
+
+// Objective returns each row's objective value [batch] (float32) of a request with a
+// Backward; ErrNotFound without one (mc_forward_output_objective).
+func (o *ForwardOutput) Objective() (*Tensor, error) {
+	return o.take("mc_forward_output_objective", func(m **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_forward_output_objective(o.ptr, m)
+	})
+}
+
+// Grad returns the gradient of the rows' summed objective at one requested location and
+// layer, with the activation's shape; zeros where the objective does not depend on it
+// (mc_forward_output_grad).
+func (o *ForwardOutput) Grad(act Activation, layer int) (*Tensor, error) {
+	return o.take("mc_forward_output_grad", func(m **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_forward_output_grad(o.ptr, C.mc_activation(act), C.int32_t(layer), m)
+	})
 }

@@ -409,6 +409,7 @@ type ForwardRequest struct {
 	Start       *Start       // nil: start from the token embeddings
 	EndLayer    int          // 0: every layer; k: stop after layer k-1 (no logits)
 	Logits      LogitsChoice // LogitsAll (default), LogitsLast or LogitsNone
+	Backward    *Backward    // nil: no backward pass, nothing recorded for autograd
 }
 
 // cArray copies a Go slice into C memory (freed by the returned function).
@@ -422,8 +423,8 @@ func cArray[T any](s []T) (unsafe.Pointer, func()) {
 	return p, func() { C.free(p) }
 }
 
-// Forward runs a forward pass (no gradients) keeping the logits and the requested
-// activations (mc_forward).
+// Forward runs a forward pass keeping the logits and the requested activations, and with
+// r.Backward the objective and its gradients (mc_forward).
 func (c *Context) Forward(r ForwardRequest) (*ForwardOutput, error) {
 	acts := make([]C.mc_activation, len(r.Activations))
 	layers := make([]C.int32_t, len(r.Activations))
@@ -489,16 +490,20 @@ type ForwardOutput struct {
 // Get returns one activation [batch, ...] (layer: its layer, or LayerNone for model-wide
 // locations); ErrNotFound if it was not requested (mc_forward_output_get).
 func (o *ForwardOutput) Get(act Activation, layer int) (*Tensor, error) {
+	return o.take("mc_forward_output_get", func(m **C.DLManagedTensorVersioned) C.mc_status {
+		return C.mc_forward_output_get(o.ptr, C.mc_activation(act), C.int32_t(layer), m)
+	})
+}
+
+// take calls one of the output's tensor getters under the read lock.
+func (o *ForwardOutput) take(name string, get func(**C.DLManagedTensorVersioned) C.mc_status) (*Tensor, error) {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
 	if o.ptr == nil {
 		return nil, ErrClosed
 	}
 	var m *C.DLManagedTensorVersioned
-	err := call("mc_forward_output_get", func() C.mc_status {
-		return C.mc_forward_output_get(o.ptr, C.mc_activation(act), C.int32_t(layer), &m)
-	})
-	if err != nil {
+	if err := call(name, func() C.mc_status { return get(&m) }); err != nil {
 		return nil, err
 	}
 	return newTensor(m), nil

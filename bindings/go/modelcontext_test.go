@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -694,5 +696,98 @@ func TestExperiments(t *testing.T) {
 	}
 	if _, err = c.Forward(mc.ForwardRequest{Tokens: corrupt, Batch: 1, SeqLen: 4, EndLayer: 1, Logits: mc.LogitsAll}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAttribution attributes a logit difference to MLP neurons by activation x gradient,
+// prints the top ten, and checks the first against an edit that scales it by (1 + 1e-3).
+func TestAttribution(t *testing.T) {
+	c := open(t)
+	ids := []uint32{464, 3139, 286, 4881, 318, 262}
+	backward := &mc.Backward{
+		Objective: mc.Objective{Kind: mc.ObjectiveLogitDiff, Tokens: []int64{6342}, OtherTokens: []int64{3576}},
+		At:        []mc.ActivationRequest{{mc.ActMLPPostAct, mc.LayerAll}},
+	}
+	req := mc.ForwardRequest{Tokens: ids, Batch: 1, SeqLen: 6, Logits: mc.LogitsNone, Backward: backward,
+		Activations: []mc.ActivationRequest{{mc.ActMLPPostAct, mc.LayerAll}}}
+	objective := func(r mc.ForwardRequest) (float64, *mc.ForwardOutput) {
+		t.Helper()
+		out, err := c.Forward(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := out.Objective()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Free()
+		f, _ := v.Float32s()
+		return float64(f[0]), out
+	}
+	before, out := objective(req)
+	defer out.Close()
+	type score struct {
+		layer  int
+		neuron int64
+		value  float64
+	}
+	var scores []score
+	for l := 0; l < 2; l++ {
+		act, err := out.Get(mc.ActMLPPostAct, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grad, err := out.Grad(mc.ActMLPPostAct, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(grad.Shape()) != fmt.Sprint(act.Shape()) {
+			t.Fatalf("gradient shape %v, activation %v", grad.Shape(), act.Shape())
+		}
+		a, _ := act.Float32s()
+		g, _ := grad.Float32s()
+		dff := int(act.Shape()[2])
+		for n := 0; n < dff; n++ {
+			s := 0.0
+			for p := 0; p < 6; p++ {
+				s += float64(a[p*dff+n]) * float64(g[p*dff+n])
+			}
+			scores = append(scores, score{l, int64(n), s})
+		}
+		act.Free()
+		grad.Free()
+	}
+	sort.Slice(scores, func(i, j int) bool { return math.Abs(scores[i].value) > math.Abs(scores[j].value) })
+	for _, s := range scores[:10] {
+		t.Logf("neuron layer=%d index=%d act x grad = %+.6f", s.layer, s.neuron, s.value)
+	}
+	if _, err := out.Grad(mc.ActMLPPostAct, 5); !errors.Is(err, mc.ErrNotFound) {
+		t.Fatalf("a gradient not requested: %v", err)
+	}
+	top := scores[0]
+	scaled := mc.ForwardRequest{Tokens: ids, Batch: 1, SeqLen: 6, Logits: mc.LogitsNone,
+		Backward: &mc.Backward{Objective: backward.Objective},
+		Edits: []mc.Edit{{Location: mc.ActMLPPostAct, Layer: top.layer, Op: mc.EditScale, Value: 1 + 1e-3,
+			Selection: [][]int64{nil, nil, {top.neuron}}}}}
+	after, out2 := objective(scaled)
+	out2.Close()
+	predicted, moved := 1e-3*top.value, after-before
+	if math.Abs(moved-predicted) > 0.05*math.Abs(predicted)+1e-6 {
+		t.Fatalf("scaling the top neuron moved the objective by %g, act x grad predicts %g", moved, predicted)
+	}
+	// Bad objectives are errors naming the cause; the context stays usable.
+	bad := req
+	bad.Backward = &mc.Backward{Objective: mc.Objective{Kind: mc.ObjectiveLogit, Tokens: []int64{1, 2}}}
+	if _, err := c.Forward(bad); !errors.Is(err, mc.ErrInvalidArgument) || !strings.Contains(err.Error(), "2 tokens given for a batch of 1") {
+		t.Fatalf("two tokens for one row: %v", err)
+	}
+	bad.Backward = &mc.Backward{Objective: mc.Objective{Kind: mc.ObjectiveLogit, Tokens: []int64{99999}}}
+	if _, err := c.Forward(bad); !errors.Is(err, mc.ErrToken) {
+		t.Fatalf("token outside the vocabulary: %v", err)
+	}
+	if again, o := objective(req); again != before {
+		t.Fatalf("the same request after errors gives %g, not %g", again, before)
+	} else {
+		o.Close()
 	}
 }

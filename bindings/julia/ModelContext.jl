@@ -28,7 +28,9 @@ using DLPack
 
 export Context, MCError, Tensor, ForwardOutput, config_json, dim_size, weight, encode, decode,
     decode_token, forward, activation, cview, revview, version, Edit, MC_EDIT_SET, MC_EDIT_SCALE,
-    MC_EDIT_ADD, MC_EDIT_REPLACE, MC_LOGITS_ALL, MC_LOGITS_LAST, MC_LOGITS_NONE
+    MC_EDIT_ADD, MC_EDIT_REPLACE, MC_LOGITS_ALL, MC_LOGITS_LAST, MC_LOGITS_NONE, Objective,
+    objective_value, gradient, MC_OBJECTIVE_LOGIT, MC_OBJECTIVE_LOGIT_DIFF, MC_OBJECTIVE_LOG_PROB,
+    MC_OBJECTIVE_DIRECTION, MC_LAYER_ALL, MC_LAYER_NONE
 
 const LIB = get(ENV, "MODEL_CONTEXT_LIB", "libmodel_context")
 
@@ -44,6 +46,10 @@ const MC_EDIT_REPLACE = Int32(3)
 const MC_LOGITS_ALL = Int32(0)
 const MC_LOGITS_LAST = Int32(1)
 const MC_LOGITS_NONE = Int32(2)
+const MC_OBJECTIVE_LOGIT = Int32(0)
+const MC_OBJECTIVE_LOGIT_DIFF = Int32(1)
+const MC_OBJECTIVE_LOG_PROB = Int32(2)
+const MC_OBJECTIVE_DIRECTION = Int32(3)
 
 """A failed call: the C function, its status (one per error class) and the library's message."""
 struct MCError <: Exception
@@ -262,6 +268,27 @@ struct mc_forward_request
     end_layer::Int32
     logits::Int32
     reserved::UInt32
+    objective::Ptr{Cvoid}
+    grad_activations::Ptr{Int32}
+    grad_layers::Ptr{Int32}
+    n_grads::Csize_t
+end
+
+# The C objective struct, field for field (filled by mc_objective_init, then set).
+struct mc_objective
+    struct_size::UInt32
+    kind::Int32
+    tokens::Ptr{Int64}
+    n_tokens::Csize_t
+    other_tokens::Ptr{Int64}
+    n_other_tokens::Csize_t
+    positions::Ptr{Int64}
+    n_positions::Csize_t
+    targets::Ptr{Int64}
+    n_targets::Csize_t
+    location::Int32
+    layer::Int32
+    direction::Ptr{Cvoid}
 end
 
 # One axis of an edit's selection: C_NULL with 0 is the whole axis.
@@ -322,6 +349,61 @@ Edit(location, layer::Integer; op = MC_EDIT_SET, value = 0.0, operand = nothing,
     Edit(location isa AbstractString ? activation(location) : Int32(location), Int32(layer), Int32(op),
          Float64(value), operand, Vector{Union{Nothing, Vector{Int64}}}(selection))
 
+# A borrowed float32 CPU DLPack tensor over `a` (C_NULL for nothing); `keep` holds what it
+# points to for the call.
+function borrow(a, keep)
+    a === nothing && return C_NULL
+    shape = Int64[reverse(size(a))...]
+    t = Ref(BorrowedTensor((1, 1), C_NULL, C_NULL, 0, pointer(a), 1, 0, length(shape),
+                           2, 32, 1, pointer(shape), C_NULL, 0))
+    push!(keep, shape, t, a)
+    return Base.unsafe_convert(Ptr{BorrowedTensor}, t)
+end
+
+"""
+    Objective(kind; tokens = Int64[], other_tokens = Int64[], positions = Int64[], targets = nothing,
+              location = 0, layer = MC_LAYER_NONE, direction = nothing)
+
+The objective of a backward pass in `forward` (docs/experiments.md), one scalar per row:
+`tokens`, `other_tokens` and `positions` have one entry per row (0-based ids and positions as
+in C; -1 or an empty `positions` is the row's last position); `targets` is `nothing` for the
+next tokens; `direction` (MC_OBJECTIVE_DIRECTION) is a Float32 array whose dims are the C
+shape reversed, broadcasting to `[batch, ...the location's per-position shape]`.
+"""
+struct Objective
+    kind::Int32
+    tokens::Vector{Int64}
+    other_tokens::Vector{Int64}
+    positions::Vector{Int64}
+    targets::Union{Nothing, Vector{Int64}}
+    location::Int32
+    layer::Int32
+    direction::Union{Nothing, Array{Float32}}
+end
+
+Objective(kind::Integer; tokens = Int64[], other_tokens = Int64[], positions = Int64[], targets = nothing,
+          location = 0, layer::Integer = MC_LAYER_NONE, direction = nothing) =
+    Objective(Int32(kind), Vector{Int64}(tokens), Vector{Int64}(other_tokens), Vector{Int64}(positions),
+              targets === nothing ? nothing : Vector{Int64}(targets),
+              location isa AbstractString ? activation(location) : Int32(location), Int32(layer), direction)
+
+# A vector's pointer and length, C_NULL with 0 when empty or nothing.
+carray(v) = v === nothing || isempty(v) ? (C_NULL, 0) : (pointer(v), length(v))
+
+# The C struct of `o` (or nothing), with what it points to kept alive in `keep`.
+function c_objective(o::Union{Nothing, Objective}, keep)
+    o === nothing && return nothing
+    init = Ref{mc_objective}()
+    check("mc_objective_init", ccall((:mc_objective_init, LIB), Int32, (Ref{mc_objective}, Csize_t),
+                                     init, sizeof(mc_objective)))
+    push!(keep, o)
+    c = Ref(mc_objective(init[].struct_size, o.kind, carray(o.tokens)..., carray(o.other_tokens)...,
+                         carray(o.positions)..., carray(o.targets)..., o.location, o.layer,
+                         borrow(o.direction, keep)))
+    push!(keep, c)
+    return c
+end
+
 # The C structs of `edits`, and everything they point to (kept alive by the caller).
 function c_edits(edits::Vector{Edit})
     keep = Any[]
@@ -331,14 +413,7 @@ function c_edits(edits::Vector{Edit})
         check("mc_edit_init", ccall((:mc_edit_init, LIB), Int32, (Ref{mc_edit}, Csize_t), init, sizeof(mc_edit)))
         sel = [ix === nothing ? mc_axis_selection(C_NULL, 0) : mc_axis_selection(pointer(ix), length(ix))
                for ix in e.selection]
-        operand = C_NULL
-        if e.operand !== nothing
-            shape = Int64[reverse(size(e.operand))...]
-            t = Ref(BorrowedTensor((1, 1), C_NULL, C_NULL, 0, pointer(e.operand), 1, 0, length(shape),
-                                   2, 32, 1, pointer(shape), C_NULL, 0))
-            push!(keep, shape, t)
-            operand = Base.unsafe_convert(Ptr{BorrowedTensor}, t)
-        end
+        operand = borrow(e.operand, keep)
         push!(keep, sel, e.selection, e.operand)
         push!(out, mc_edit(init[].struct_size, e.location, e.layer, e.op, e.value, operand,
                            isempty(sel) ? C_NULL : pointer(sel), length(sel)))
@@ -366,29 +441,36 @@ end
 
 """
     forward(ctx, tokens; keep = [("mlp.post_act", 1), ("resid.post_ln_f", MC_LAYER_NONE)],
-            edits = Edit[], logits = MC_LOGITS_ALL, end_layer = 0)
+            edits = Edit[], logits = MC_LOGITS_ALL, end_layer = 0, objective = nothing, grads = [])
 
 One sequence of token ids through the model (`mc_forward`), keeping the logits and the
 activations named in `keep` (name or constant, with a layer, `MC_LAYER_ALL` or `MC_LAYER_NONE`),
 with `edits` applied where each activation is produced, the logits `logits` chooses, and, for
-`end_layer` k > 0, only the layers before k.
+`end_layer` k > 0, only the layers before k. With an `objective`, a backward pass follows:
+read `objective_value(out)` and `gradient(out, act, layer)` at the locations in `grads`.
 """
 function forward(ctx::Context, tokens::Vector{UInt32}; keep = Tuple{Any, Integer}[],
-                 edits::Vector{Edit} = Edit[], logits::Integer = MC_LOGITS_ALL, end_layer::Integer = 0)
+                 edits::Vector{Edit} = Edit[], logits::Integer = MC_LOGITS_ALL, end_layer::Integer = 0,
+                 objective::Union{Nothing, Objective} = nothing, grads = Tuple{Any, Integer}[])
     acts = Int32[a isa AbstractString ? activation(a) : Int32(a) for (a, _) in keep]
     layers = Int32[l for (_, l) in keep]
+    grad_acts = Int32[a isa AbstractString ? activation(a) : Int32(a) for (a, _) in grads]
+    grad_layers = Int32[l for (_, l) in grads]
     init = Ref{mc_forward_request}()
     check("mc_forward_request_init", ccall((:mc_forward_request_init, LIB), Int32,
         (Ref{mc_forward_request}, Csize_t), init, sizeof(mc_forward_request)))
     out = Ref{Ptr{Cvoid}}(C_NULL)
     cedits, keep_alive = c_edits(edits)
-    GC.@preserve tokens acts layers cedits keep_alive begin
+    cobj = c_objective(objective, keep_alive)
+    GC.@preserve tokens acts layers grad_acts grad_layers cedits cobj keep_alive begin
         # Every count comes from the vector itself; the library checks n_tokens against
         # batch * seq_len.
         req = mc_forward_request(init[].struct_size, MC_TOKENS_UINT32, pointer(tokens), length(tokens),
             1, length(tokens),
             C_NULL, 0, isempty(acts) ? C_NULL : pointer(acts), isempty(layers) ? C_NULL : pointer(layers), length(acts),
-            isempty(cedits) ? C_NULL : pointer(cedits), length(cedits), C_NULL, 0, end_layer, logits, 0)
+            isempty(cedits) ? C_NULL : pointer(cedits), length(cedits), C_NULL, 0, end_layer, logits, 0,
+            cobj === nothing ? C_NULL : Base.unsafe_convert(Ptr{mc_objective}, cobj),
+            carray(grad_acts)[1], carray(grad_layers)[1], length(grad_acts))
         check("mc_forward", ccall((:mc_forward, LIB), Int32,
             (Ptr{Cvoid}, Ref{mc_forward_request}, Ref{Ptr{Cvoid}}), ctx, req, out))
     end
@@ -400,6 +482,23 @@ function activation(out::ForwardOutput, act, layer::Integer = MC_LAYER_NONE)
     a = act isa AbstractString ? activation(act) : Int32(act)
     p = Ref{Ptr{DLManagedTensorVersioned}}(C_NULL)
     check("mc_forward_output_get", ccall((:mc_forward_output_get, LIB), Int32,
+        (Ptr{Cvoid}, Int32, Int32, Ref{Ptr{DLManagedTensorVersioned}}), out, a, layer, p))
+    return from_versioned(p[])
+end
+
+"""Each row's objective value (`mc_forward_output_objective`): a vector with one Float32 per row."""
+function objective_value(out::ForwardOutput)
+    p = Ref{Ptr{DLManagedTensorVersioned}}(C_NULL)
+    check("mc_forward_output_objective", ccall((:mc_forward_output_objective, LIB), Int32,
+        (Ptr{Cvoid}, Ref{Ptr{DLManagedTensorVersioned}}), out, p))
+    return from_versioned(p[])
+end
+
+"""The gradient of the rows' summed objective at one requested location (`mc_forward_output_grad`)."""
+function gradient(out::ForwardOutput, act, layer::Integer = MC_LAYER_NONE)
+    a = act isa AbstractString ? activation(act) : Int32(act)
+    p = Ref{Ptr{DLManagedTensorVersioned}}(C_NULL)
+    check("mc_forward_output_grad", ccall((:mc_forward_output_grad, LIB), Int32,
         (Ptr{Cvoid}, Int32, Int32, Ref{Ptr{DLManagedTensorVersioned}}), out, a, layer, p))
     return from_versioned(p[])
 end

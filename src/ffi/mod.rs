@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod dlpack;
+pub mod forward;
 pub mod model;
 pub mod status;
 pub mod tokens;

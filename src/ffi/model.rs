@@ -2,16 +2,12 @@
 //! Thread safety: `mc_create_model`, `mc_forward` and `mc_sample` may run concurrently on one
 //! context (the model is created once and then only read); a forward output may be read from
 //! several threads, and is freed once with `mc_forward_output_free`.
-use super::api::{ctx_arg, lookup_name, mc_context, static_name, MC_LAYER_ALL, MC_LAYER_NONE};
-use super::dlpack::{export_versioned, import_borrowed, DLManagedTensorVersioned};
+use super::api::{ctx_arg, lookup_name, mc_context, static_name, MC_LAYER_NONE};
+use super::dlpack::DLManagedTensorVersioned;
 use super::status::mc_status;
 use super::*;
 use crate::activations::Activation;
-use crate::edits::{AxisSelection, Edit, EditOp};
-use crate::model::{
-    ActivationKey, Experiment, ForwardInput, ForwardOutput, LogitsChoice, ModelDType, ModelOptions,
-    Start,
-};
+use crate::model::{ModelDType, ModelOptions};
 use crate::sampling::{sample, SampleOptions};
 use std::ffi::c_void;
 
@@ -73,6 +69,48 @@ pub const MC_LOGITS_ALL: mc_logits_choice = 0;
 pub const MC_LOGITS_LAST: mc_logits_choice = 1;
 /// None: no unembedding; `mc_forward_output_get(.., MC_ACT_LOGITS, ..)` is `MC_ERR_NOT_FOUND`.
 pub const MC_LOGITS_NONE: mc_logits_choice = 2;
+
+/// What a backward pass differentiates: one of the `MC_OBJECTIVE_*` constants.
+pub type mc_objective_kind = i32;
+/// The logit of `tokens[row]` at `positions[row]`.
+pub const MC_OBJECTIVE_LOGIT: mc_objective_kind = 0;
+/// `logit(tokens[row]) - logit(other_tokens[row])` at `positions[row]`.
+pub const MC_OBJECTIVE_LOGIT_DIFF: mc_objective_kind = 1;
+/// The mean log-probability of the targets over the row's non-padding positions.
+pub const MC_OBJECTIVE_LOG_PROB: mc_objective_kind = 2;
+/// The dot product of an activation at `positions[row]` with `direction`.
+pub const MC_OBJECTIVE_DIRECTION: mc_objective_kind = 3;
+
+/// The objective of a backward pass (docs/experiments.md), one scalar per row; the rows'
+/// sum is differentiated, so each row's gradients are its own. Fill with
+/// `mc_objective_init(&o, sizeof o)`. Per-row arrays have `batch` entries; a position of -1
+/// is the row's last non-padding position.
+#[repr(C)]
+pub struct mc_objective {
+    /// The size the caller was compiled with, written by `mc_objective_init`.
+    pub struct_size: u32,
+    /// `MC_OBJECTIVE_LOGIT` (default), `_LOGIT_DIFF`, `_LOG_PROB` or `_DIRECTION`.
+    pub kind: mc_objective_kind,
+    /// LOGIT, LOGIT_DIFF: the token per row.
+    pub tokens: *const i64,
+    pub n_tokens: usize,
+    /// LOGIT_DIFF: the token subtracted, per row.
+    pub other_tokens: *const i64,
+    pub n_other_tokens: usize,
+    /// LOGIT, LOGIT_DIFF, DIRECTION: the position per row; NULL with 0: -1 for every row.
+    pub positions: *const i64,
+    pub n_positions: usize,
+    /// LOG_PROB: NULL (the next token; the last non-padding position has none) or
+    /// `batch * seq_len` targets, -1 where a position has none.
+    pub targets: *const i64,
+    pub n_targets: usize,
+    /// DIRECTION: the activation (any `MC_ACT_*` the request computes) and its layer.
+    pub location: mc_activation,
+    pub layer: i32,
+    /// DIRECTION: float, broadcasting to `[batch, ...the location's per-position shape]`
+    /// (for example `[d_model]` or `[batch, d_ff]`); borrowed for the call, as an operand.
+    pub direction: *const DLManagedTensorVersioned,
+}
 
 /// The indices of one axis an edit touches: `indices` NULL with `n_indices` 0 is the whole
 /// axis; otherwise `n_indices` (at least 1) indices, each in `0 .. size of the axis`. A
@@ -167,6 +205,15 @@ pub struct mc_forward_request {
     pub logits: mc_logits_choice,
     /// Must be zero (keeps the struct free of tail padding).
     pub reserved: u32,
+    /// NULL (default): no backward pass, nothing recorded for autograd. Otherwise the
+    /// objective whose gradients are taken at `grad_activations`/`grad_layers`.
+    pub objective: *const mc_objective,
+    /// `n_grads` locations to take the gradient at, with `grad_layers` as `layers` is for
+    /// `activations` (`MC_LAYER_ALL`: every layer run). The start residual's own location
+    /// (`resid.post_mlp` of `start_layer - 1`, `resid.post_emb` at 0) is allowed.
+    pub grad_activations: *const mc_activation,
+    pub grad_layers: *const i32,
+    pub n_grads: usize,
 }
 
 /// Options of `mc_sample`; fill with `mc_sample_options_init(&o, sizeof o)`.
@@ -187,13 +234,7 @@ pub struct mc_sample_options {
     pub seed: u64,
 }
 
-/// The result of `mc_forward` (opaque): logits and the requested activations.
-/// Free with `mc_forward_output_free`.
-pub struct mc_forward_output {
-    inner: ForwardOutput,
-}
-
-fn activation(a: mc_activation) -> Result<Activation> {
+pub(crate) fn activation(a: mc_activation) -> Result<Activation> {
     Activation::from_index(a as i64).ok_or_else(|| {
         err(
             ErrorKind::InvalidArgument,
@@ -234,6 +275,30 @@ impl AbiStruct for mc_forward_request {
         (&raw mut (*p).end_layer).write(0);
         (&raw mut (*p).logits).write(MC_LOGITS_ALL);
         (&raw mut (*p).reserved).write(0);
+        (&raw mut (*p).objective).write(std::ptr::null());
+        (&raw mut (*p).grad_activations).write(std::ptr::null());
+        (&raw mut (*p).grad_layers).write(std::ptr::null());
+        (&raw mut (*p).n_grads).write(0);
+    }
+}
+
+impl AbiStruct for mc_objective {
+    const NAME: &'static str = "mc_objective";
+    const MIN_SIZE: usize = 88;
+    unsafe fn write_defaults(p: *mut Self) {
+        (&raw mut (*p).struct_size).write(std::mem::size_of::<Self>() as u32);
+        (&raw mut (*p).kind).write(MC_OBJECTIVE_LOGIT);
+        (&raw mut (*p).tokens).write(std::ptr::null());
+        (&raw mut (*p).n_tokens).write(0);
+        (&raw mut (*p).other_tokens).write(std::ptr::null());
+        (&raw mut (*p).n_other_tokens).write(0);
+        (&raw mut (*p).positions).write(std::ptr::null());
+        (&raw mut (*p).n_positions).write(0);
+        (&raw mut (*p).targets).write(std::ptr::null());
+        (&raw mut (*p).n_targets).write(0);
+        (&raw mut (*p).location).write(0);
+        (&raw mut (*p).layer).write(MC_LAYER_NONE);
+        (&raw mut (*p).direction).write(std::ptr::null());
     }
 }
 
@@ -312,6 +377,20 @@ pub unsafe extern "C" fn mc_edit_init(edit: *mut mc_edit, size: usize) -> mc_sta
     init_struct(edit, size)
 }
 
+/// Fills `*objective` for the caller's `size` (pass `sizeof *objective`): zeroes all `size`
+/// bytes, writes the defaults (`MC_OBJECTIVE_LOGIT`, no arrays, `MC_LAYER_NONE`) and sets
+/// `struct_size = size`.
+///
+/// Errors: `MC_ERR_NULL_ARGUMENT` (`objective`), `MC_ERR_INVALID_ARGUMENT` (`size` below the
+/// 0.2 size of the struct; nothing is written), `MC_ERR_PANIC`.
+///
+/// # Safety
+/// `objective` is NULL or valid for writes of `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mc_objective_init(objective: *mut mc_objective, size: usize) -> mc_status {
+    init_struct(objective, size)
+}
+
 /// Fills `*opts` for the caller's `size` (pass `sizeof *opts`): zeroes all `size` bytes, writes
 /// the defaults (greedy, 16 tokens, seed 0, stop at `<|endoftext|>`) and sets
 /// `struct_size = size`.
@@ -376,307 +455,6 @@ pub(crate) fn dtype_arg(d: mc_dtype) -> Result<Option<ModelDType>> {
             ErrorKind::InvalidArgument,
             format!("dtype {d} out of range (MC_DTYPE_NONE or 0..3)"),
         )),
-    }
-}
-
-/// `request->n_tokens`, checked against `batch * seq_len` before a single id is read.
-fn check_count(n: usize, r: &mc_forward_request, what: &str) -> Result<()> {
-    let expected = r
-        .batch
-        .checked_mul(r.seq_len)
-        .filter(|_| r.batch > 0 && r.seq_len > 0);
-    match expected {
-        Some(e) if e as u64 == n as u64 => Ok(()),
-        Some(e) => Err(err(
-            ErrorKind::InvalidArgument,
-            format!(
-                "`request->{what}` = {n} but batch * seq_len = {} * {} = {e}",
-                r.batch, r.seq_len
-            ),
-        )),
-        None => Err(err(
-            ErrorKind::InvalidArgument,
-            format!(
-                "empty or overflowing batch: batch = {}, seq_len = {} (each at least 1)",
-                r.batch, r.seq_len
-            ),
-        )),
-    }
-}
-
-unsafe fn tokens_arg(r: &mc_forward_request) -> Result<Vec<i64>> {
-    if !r.start_residual.is_null() && r.n_tokens == 0 {
-        return Ok(Vec::new()); // a start residual makes the tokens optional
-    }
-    check_count(r.n_tokens, r, "n_tokens")?;
-    let n = r.n_tokens;
-    Ok(match r.token_type {
-        MC_TOKENS_INT64 => arg_slice(r.tokens as *const i64, n, "request->tokens")?.to_vec(),
-        MC_TOKENS_UINT32 => arg_slice(r.tokens as *const u32, n, "request->tokens")?
-            .iter()
-            .map(|&t| t as i64)
-            .collect(),
-        t => {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "`request->token_type` = {t} is out of range (MC_TOKENS_INT64 or \
-                     MC_TOKENS_UINT32)"
-                ),
-            ))
-        }
-    })
-}
-
-unsafe fn pad_arg(r: &mc_forward_request) -> Result<Option<Vec<bool>>> {
-    if r.pad.is_null() {
-        return match r.n_pad {
-            0 => Ok(None),
-            n => Err(err(
-                ErrorKind::NullArgument,
-                format!("`request->pad` is NULL but `request->n_pad` is {n}"),
-            )),
-        };
-    }
-    check_count(r.n_pad, r, "n_pad")?;
-    Ok(Some(arg_slice(r.pad, r.n_pad, "request->pad")?.to_vec()))
-}
-
-/// The requested activations; `MC_LAYER_ALL` is every layer the request runs (`run`).
-unsafe fn wanted_arg(
-    r: &mc_forward_request,
-    run: std::ops::Range<i64>,
-) -> Result<Vec<ActivationKey>> {
-    if r.n_activations == 0 {
-        return Ok(Vec::new());
-    }
-    let acts = arg_slice(r.activations, r.n_activations, "request->activations")?;
-    let layers = arg_slice(r.layers, r.n_activations, "request->layers")?;
-    let mut wanted = Vec::new();
-    for (&a, &l) in acts.iter().zip(layers) {
-        let act = activation(a)?;
-        match l {
-            MC_LAYER_ALL => wanted.extend(run.clone().map(|i| (act, Some(i)))),
-            MC_LAYER_NONE => wanted.push((act, None)),
-            l if l >= 0 => wanted.push((act, Some(l as i64))),
-            l => {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "layer {l} for {} is negative and not MC_LAYER_NONE or MC_LAYER_ALL",
-                        act.name()
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(wanted)
-}
-
-/// One axis of an edit's selection.
-unsafe fn axis_arg(s: &mc_axis_selection, what: &str) -> Result<AxisSelection> {
-    match (s.indices.is_null(), s.n_indices) {
-        (true, 0) => Ok(AxisSelection::All),
-        (false, 0) => Err(err(
-            ErrorKind::InvalidArgument,
-            format!("`{what}.indices` is given but `{what}.n_indices` is 0 (NULL selects the whole axis)"),
-        )),
-        (_, n) => Ok(AxisSelection::Indices(
-            arg_slice(s.indices, n, &format!("{what}.indices"))?.to_vec(),
-        )),
-    }
-}
-
-unsafe fn edit_arg(e: &mc_edit, i: usize) -> Result<Edit> {
-    let what = format!("request->edits[{i}]");
-    let location = activation(e.location)?;
-    let selection = arg_slice(e.selection, e.n_selection, &format!("{what}.selection"))?
-        .iter()
-        .enumerate()
-        .map(|(axis, s)| axis_arg(s, &format!("{what}.selection[{axis}]")))
-        .collect::<Result<Vec<_>>>()?;
-    let operand = || import_borrowed(e.operand, &format!("{what}.operand"));
-    let op = match e.op {
-        MC_EDIT_SET => EditOp::Set(e.value),
-        MC_EDIT_SCALE => EditOp::Scale(e.value),
-        MC_EDIT_ADD => EditOp::Add(operand()?),
-        MC_EDIT_REPLACE => EditOp::Replace(operand()?),
-        op => {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                format!("`{what}.op` = {op} is out of range (MC_EDIT_SET .. MC_EDIT_REPLACE)"),
-            ))
-        }
-    };
-    Ok(Edit {
-        location,
-        layer: (e.layer != MC_LAYER_NONE).then_some(e.layer as i64),
-        selection,
-        op,
-    })
-}
-
-/// The request's edits, read with the stride of their own `struct_size` (all equal).
-unsafe fn edits_arg(r: &mc_forward_request) -> Result<Vec<Edit>> {
-    if r.n_edits == 0 {
-        return Ok(Vec::new());
-    }
-    let first = arg_ref(r.edits, "request->edits")?;
-    let stride = first.struct_size as usize;
-    (0..r.n_edits)
-        .map(|i| {
-            let p = (r.edits as *const u8).add(i * stride) as *const mc_edit;
-            let what = format!("request->edits[{i}]");
-            if std::ptr::read_unaligned(p as *const u32) as usize != stride {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!("`{what}.struct_size` differs from edits[0]'s {stride}"),
-                ));
-            }
-            edit_arg(&read_request(p, &what)?, i)
-        })
-        .collect()
-}
-
-/// The request's experiment: edits, start, end and logits choice.
-unsafe fn experiment_arg(r: &mc_forward_request) -> Result<Experiment> {
-    let logits = match r.logits {
-        MC_LOGITS_ALL => LogitsChoice::All,
-        MC_LOGITS_LAST => LogitsChoice::Last,
-        MC_LOGITS_NONE => LogitsChoice::None,
-        l => {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "`request->logits` = {l} is out of range (MC_LOGITS_ALL .. MC_LOGITS_NONE)"
-                ),
-            ))
-        }
-    };
-    if r.reserved != 0 {
-        return Err(err(
-            ErrorKind::InvalidArgument,
-            format!("`request->reserved` = {} must be zero", r.reserved),
-        ));
-    }
-    let start = match r.start_residual.is_null() {
-        true => None,
-        false => Some(Start {
-            layer: r.start_layer as i64,
-            resid: import_borrowed(r.start_residual, "request->start_residual")?,
-        }),
-    };
-    Ok(Experiment {
-        edits: edits_arg(r)?,
-        start,
-        end_layer: (r.end_layer != 0).then_some(r.end_layer as i64),
-        logits,
-    })
-}
-
-/// Runs a forward pass (no gradients) and returns the logits (`[batch, seq_len, vocab]`, or as
-/// `req->logits` chooses) and the requested activations, each `[batch, ...per-sequence
-/// shape]`, in `*out` (free with `mc_forward_output_free`). With `req->edits`, each edit is
-/// applied where its activation is produced (docs/experiments.md): `attn.qk_logits` before the
-/// causal and padding masks, which are applied again after it; `attn.qk_probs` after the
-/// softmax, not renormalised; a layer-norm scale is what the normalisation divides by. A
-/// captured activation at an edited location is the edited value (a copy). The request may
-/// start from a residual stream at a layer's input and stop after a layer. Creates a default
-/// model if the context has none. Thread-safe: concurrent passes with different edits each
-/// get their own result.
-///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `req`, `out`, an edit's operand for ADD/REPLACE, or
-/// an array NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below
-/// the 0.2 size; `batch` or `seq_len` below 1 or `seq_len` above the context window;
-/// `n_tokens` or `n_pad` not `batch * seq_len`; `token_type`, `logits`, an activation, an edit
-/// op or a layer out of range; a layer the request does not run; a pad row not right-padded;
-/// an edit at `logits`; a selection index out of range, or a selection list without its
-/// length; start and end layers out of order; `reserved` not zero; an operand that is not
-/// float32, float16 or bfloat16), `MC_ERR_SHAPE` (an operand that does not broadcast to its
-/// selection, a start residual not `[batch, seq_len, d_model]`; the message gives both
-/// shapes), `MC_ERR_DEVICE` (an operand or start residual on a device other than the CPU and
-/// the model's), `MC_ERR_TOKEN` (an id outside the vocabulary, with its position),
-/// `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the library's size of
-/// `req` or of an edit, an operand of another DLPack major version), the errors of
-/// `mc_create_model` when it creates the model, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. The
-/// context stays usable after every error.
-///
-/// # Safety
-/// `ctx` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn mc_forward(
-    ctx: *const mc_context,
-    req: *const mc_forward_request,
-    out: *mut *mut mc_forward_output,
-) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        let ctx = ctx_arg(ctx)?;
-        let r = read_request(req, "request")?;
-        let model = ctx.get_or_create_model(None)?;
-        let input = ForwardInput {
-            tokens: tokens_arg(&r)?,
-            batch: r.batch,
-            seq_len: r.seq_len,
-            pad: pad_arg(&r)?,
-        };
-        let x = experiment_arg(&r)?;
-        let (first, end) = model.layer_range(&x)?;
-        let wanted = wanted_arg(&r, first..end)?;
-        let inner = model.forward_with(&input, &wanted, &x)?;
-        write_out(out, Box::into_raw(Box::new(mc_forward_output { inner })));
-        Ok(())
-    })
-}
-
-/// One activation of a forward output as a DLPack tensor (`layer`: the layer, or
-/// `MC_LAYER_NONE` for model-wide locations; `MC_ACT_LOGITS` gives the logits). Each call
-/// hands out a new tensor sharing the output's memory: free it with its deleter; it stays
-/// valid after `mc_forward_output_free`. Not found if it was not requested (the logits:
-/// if the request chose `MC_LOGITS_NONE` or stopped before the end).
-///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`output`, `out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of
-/// range), `MC_ERR_NOT_FOUND` (not requested), `MC_ERR_PANIC`.
-///
-/// # Safety
-/// `output` NULL or live; `out` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn mc_forward_output_get(
-    output: *const mc_forward_output,
-    act: mc_activation,
-    layer: i32,
-    out: *mut *mut DLManagedTensorVersioned,
-) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        let o = arg_ref(output, "output")?;
-        let act = activation(act)?;
-        let key = (act, (layer != MC_LAYER_NONE).then_some(layer as i64));
-        let t = o.inner.get(key).ok_or_else(|| {
-            err(
-                ErrorKind::NotFound,
-                format!(
-                    "{} layer {layer} was not requested in this forward pass",
-                    act.name()
-                ),
-            )
-        })?;
-        write_out(out, export_versioned(t.share())?);
-        Ok(())
-    })
-}
-
-/// Frees a forward output (NULL: no-op); tensors taken from it stay valid.
-///
-/// Returns no status; never fails.
-///
-/// # Safety
-/// `output` is NULL or from `mc_forward`, not freed before.
-#[no_mangle]
-pub unsafe extern "C" fn mc_forward_output_free(output: *mut mc_forward_output) {
-    if !output.is_null() {
-        let _ =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(output))));
     }
 }
 

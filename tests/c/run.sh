@@ -27,24 +27,32 @@ echo "== header: both include orders with a dlpack/dlpack.h of our own, and as C
 "${cc[@]}" -I"$root/tests/c" -o "$out/inc2" "$root/tests/c/include_dlpack_second.c" && "$out/inc2"
 g++ -std=c++17 -Wall -Werror -fsyntax-only -x c++ "$root/include/model_context.h"
 
+# need PATTERN FILE WHY: FILE has a line matching PATTERN, or WHY is printed and 1 returned.
+# (Everything below runs in functions called under `||`, where `set -e` does not apply, so
+# every step returns its failure explicitly.)
+need() { grep -q "$1" "$2" || { echo "$3" >&2; return 1; }; }
+
 # check_output NAME FILE: what each program must print (a program without a rule here must
 # still exit 0 under both checkers and print something).
 check_output() {
   local f=$2
-  [ -s "$f" ] || { echo "$1 printed nothing" >&2; exit 1; }
+  [ -s "$f" ] || { echo "$1 printed nothing" >&2; return 1; }
   case $1 in
     weights)
-      grep -q '^config {' "$f"
-      [ "$(grep -c 'checksum=' "$f")" -ge 13 ] || { echo "weights printed too few weights" >&2; exit 1; } ;;
-    tour) grep -q 'check logits == resid.post_ln_f @ unembedding: ok' "$f" ;;
+      need '^config {' "$f" "weights printed no config" || return 1
+      [ "$(grep -c 'checksum=' "$f")" -ge 13 ] || { echo "weights printed too few weights" >&2; return 1; } ;;
+    tour) need 'check logits == resid.post_ln_f @ unembedding: ok' "$f" "the tour's check failed" ;;
     experiments)
-      [ "$(grep -c 'logits moved by 0\.0*[1-9]' "$f")" = 4 ] || { echo "an edit did not move the logits" >&2; exit 1; }
-      grep -q 'vs clean 0\.000000$' "$f" || { echo "the patched run differs from the clean run" >&2; exit 1; } ;;
+      [ "$(grep -c 'logits moved by 0\.0*[1-9]' "$f")" = 4 ] || { echo "an edit did not move the logits" >&2; return 1; }
+      need 'vs clean 0\.000000$' "$f" "the patched run differs from the clean run" ;;
     tokens)
-      grep -q '^decode: [0-9]* bytes, equal to the text$' "$f"
-      grep -q '^error MC_ERR_TOKEN: token id 4000000000' "$f" ;;
-    sample) grep -q '^same seed, same tokens: yes$' "$f" ;;
-    test_*) grep -q ' checks, 0 failed$' "$f" ;;
+      need '^decode: [0-9]* bytes, equal to the text$' "$f" "decode differs from the text" || return 1
+      need '^error MC_ERR_TOKEN: token id 4000000000' "$f" "no token error" ;;
+    sample) need '^same seed, same tokens: yes$' "$f" "equal seeds gave different samples" ;;
+    attribution)
+      [ "$(grep -c '^neuron layer=' "$f")" = 10 ] || { echo "attribution printed no top ten" >&2; return 1; }
+      need '^first-order check: .*: ok$' "$f" "the first-order check failed" ;;
+    test_*) need ' checks, 0 failed$' "$f" "$1 had failed checks" ;;
   esac
 }
 
@@ -63,11 +71,12 @@ done
 run_one() {
   local name=$1
   echo "== $name under valgrind"
-  "${vg[@]}" "$out/$name" "$model" > "$out/$name.txt"
-  check_output "$name" "$out/$name.txt"
+  "${vg[@]}" "$out/$name" "$model" > "$out/$name.txt" || { echo "$name failed under valgrind" >&2; return 1; }
+  check_output "$name" "$out/$name.txt" || return 1
   echo "== $name under AddressSanitizer"
-  ASAN_OPTIONS=$asan_options "$out/$name-asan" "$model" > "$out/$name-asan.txt"
-  check_output "$name" "$out/$name-asan.txt"
+  ASAN_OPTIONS=$asan_options "$out/$name-asan" "$model" > "$out/$name-asan.txt" ||
+    { echo "$name failed under AddressSanitizer" >&2; return 1; }
+  check_output "$name" "$out/$name-asan.txt" || return 1
   echo "$name: ok under both"
 }
 # Two lanes side by side (two cores), each running its share of the programs in turn.

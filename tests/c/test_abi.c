@@ -7,6 +7,7 @@
  *
  *   test_abi CHECKPOINT_DIR
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,8 @@
 
 
 #define TAIL 24
+/* mc_forward_request's size in ABI 0.2 before the backward-pass fields were appended. */
+#define FORWARD_REQUEST_0_2 offsetof(mc_forward_request, objective)
 #define FILL 0xAB
 
 static int all_bytes(const unsigned char *p, size_t n, unsigned char v) {
@@ -24,18 +27,21 @@ static int all_bytes(const unsigned char *p, size_t n, unsigned char v) {
 }
 
 /*
- * The init rule for one struct type: a too-small size writes nothing; the caller's size is
- * recorded; a larger size zeroes the tail; the defaults equal those of a plain init.
+ * The init rule for one struct type whose ABI 0.2 size is `min`: a size below it writes
+ * nothing, `min` itself writes exactly `min` bytes; the caller's size is recorded; a larger
+ * size zeroes the tail; the defaults equal those of a plain init.
  */
-#define INIT_RULE(T, init)                                                        \
+#define INIT_RULE(T, init, min)                                                   \
   do {                                                                            \
     unsigned char buf[sizeof(T) + TAIL];                                          \
     memset(buf, FILL, sizeof buf);                                                \
     CHECK(init(NULL, sizeof(T)) == MC_ERR_NULL_ARGUMENT);                         \
     CHECK(init((T *)(void *)buf, 0) == MC_ERR_INVALID_ARGUMENT);                  \
-    CHECK(init((T *)(void *)buf, sizeof(T) - 1) == MC_ERR_INVALID_ARGUMENT);      \
+    CHECK(init((T *)(void *)buf, (min) - 1) == MC_ERR_INVALID_ARGUMENT);          \
     CHECK(strstr(mc_last_error(), #T) != NULL);                                   \
     CHECK(all_bytes(buf, sizeof buf, FILL));                                      \
+    CHECK(init((T *)(void *)buf, (min)) == MC_OK);                                \
+    CHECK(all_bytes(buf + (min), sizeof buf - (min), FILL));                      \
     T exact;                                                                      \
     memset(&exact, FILL, sizeof exact);                                           \
     CHECK(init(&exact, sizeof exact) == MC_OK && exact.struct_size == sizeof(T)); \
@@ -90,10 +96,39 @@ static void forward_rule(const mc_context *ctx) {
   plain.struct_size = 0;
   first_logit(ctx, &plain, &s1);
   CHECK(s1 == MC_ERR_INVALID_ARGUMENT && strstr(mc_last_error(), "struct_size"));
-  plain.struct_size = sizeof plain - 8;
+  plain.struct_size = FORWARD_REQUEST_0_2 - 8;
   first_logit(ctx, &plain, &s1);
   CHECK(s1 == MC_ERR_INVALID_ARGUMENT);
+  plain.struct_size = FORWARD_REQUEST_0_2; /* a program built against the first 0.2 header */
+  b = first_logit(ctx, &plain, &s1);
+  CHECK(s1 == MC_OK && a == b);
   plain.struct_size = sizeof plain;
+
+  /* The objective follows the same rule: a non-zero byte past the library's size refuses. */
+  struct { mc_objective o; unsigned char tail[TAIL]; } obj;
+  int64_t token = 13;
+  CHECK(mc_objective_init(&obj.o, sizeof obj) == MC_OK && obj.o.struct_size == sizeof obj);
+  obj.o.tokens = &token;
+  obj.o.n_tokens = 1;
+  plain.batch = 1;
+  plain.seq_len = 4;
+  plain.objective = &obj.o;
+  first_logit(ctx, &plain, &s1);
+  CHECK(s1 == MC_OK);
+  obj.tail[2] = 1;
+  first_logit(ctx, &plain, &s1);
+  CHECK(s1 == MC_ERR_UNSUPPORTED && strstr(mc_last_error(), "mc_objective"));
+  obj.tail[2] = 0;
+  obj.o.n_tokens = 2; /* one per row: the batch has one */
+  first_logit(ctx, &plain, &s1);
+  CHECK(s1 == MC_ERR_INVALID_ARGUMENT && strstr(mc_last_error(), "2 tokens given for a batch of 1"));
+  plain.objective = NULL;
+  plain.n_grads = 1; /* gradients without an objective */
+  first_logit(ctx, &plain, &s1);
+  CHECK(s1 == MC_ERR_INVALID_ARGUMENT && strstr(mc_last_error(), "n_grads"));
+  plain.n_grads = 0;
+  plain.batch = 2;
+  plain.seq_len = 2;
 
   /* Every array crosses with its length: mismatches are errors, never reads past the end. */
   plain.n_tokens = 3;
@@ -158,11 +193,13 @@ static void other_structs(const char *model, const mc_context *ctx) {
 
 int main(int argc, char **argv) {
   if (argc < 2) return 2;
-  INIT_RULE(mc_open_options, mc_open_options_init);
-  INIT_RULE(mc_weight_request, mc_weight_request_init);
-  INIT_RULE(mc_model_options, mc_model_options_init);
-  INIT_RULE(mc_forward_request, mc_forward_request_init);
-  INIT_RULE(mc_sample_options, mc_sample_options_init);
+  INIT_RULE(mc_open_options, mc_open_options_init, sizeof(mc_open_options));
+  INIT_RULE(mc_weight_request, mc_weight_request_init, sizeof(mc_weight_request));
+  INIT_RULE(mc_model_options, mc_model_options_init, sizeof(mc_model_options));
+  INIT_RULE(mc_forward_request, mc_forward_request_init, FORWARD_REQUEST_0_2);
+  INIT_RULE(mc_edit, mc_edit_init, sizeof(mc_edit));
+  INIT_RULE(mc_objective, mc_objective_init, sizeof(mc_objective));
+  INIT_RULE(mc_sample_options, mc_sample_options_init, sizeof(mc_sample_options));
   mc_context *ctx = NULL;
   CHECK(mc_open(argv[1], "cpu", &ctx) == MC_OK);
   if (!ctx) return 1;

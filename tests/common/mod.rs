@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: where generated data lives, and tensor bytes.
 #![allow(dead_code)]
 use model_context::activations::Activation;
+use model_context::edits::{AxisSelection, Edit, EditOp};
 use model_context::model::ActivationKey;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -106,5 +107,90 @@ pub fn case_input(case: &Value) -> model_context::model::ForwardInput {
         seq_len: rows[0].len() as i64,
         tokens: rows.concat(),
         pad: pad.map(|p| p.concat()),
+    }
+}
+
+/// The edit lists of the manifest as the library's edits.
+pub fn edits(dir: &Path, case: &Value) -> Vec<Edit> {
+    case["edits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let key = match e["layer"].as_i64() {
+                Some(l) => format!("{}.{l}", e["location"].as_str().unwrap()),
+                None => e["location"].as_str().unwrap().to_string(),
+            };
+            let (location, layer) = parse_key(&key);
+            let selection = e["selection"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| match s.as_array() {
+                    None => AxisSelection::All,
+                    Some(ix) => {
+                        AxisSelection::Indices(ix.iter().map(|i| i.as_i64().unwrap()).collect())
+                    }
+                })
+                .collect();
+            let value = e["value"].as_f64().unwrap();
+            let op = match e["op"].as_str().unwrap() {
+                "set" => EditOp::Set(value),
+                "scale" => EditOp::Scale(value),
+                "add" => EditOp::Add(load(dir, &e["operand"])),
+                "replace" => EditOp::Replace(load(dir, &e["operand"])),
+                op => panic!("unknown op {op}"),
+            };
+            Edit {
+                location,
+                layer,
+                selection,
+                op,
+            }
+        })
+        .collect()
+}
+
+/// The CPU, and CUDA device 0 where libtorch sees one (a SKIPPED line otherwise).
+pub fn devices() -> Vec<model_context::Device> {
+    if tch::Cuda::is_available() {
+        vec![model_context::Device::Cpu, model_context::Device::Cuda(0)]
+    } else {
+        eprintln!("SKIPPED on CUDA: no CUDA device visible to libtorch (CPU only)");
+        vec![model_context::Device::Cpu]
+    }
+}
+
+/// A float32 CPU model of one checkpoint in a generated golden folder.
+pub fn golden_model(
+    env: &str,
+    default: &str,
+    script: &str,
+    name: &str,
+) -> std::sync::Arc<model_context::model::Model> {
+    use model_context::ModelContext;
+    let dir = data_dir(env, default, script).join(name);
+    let opts = model_context::OpenOptions {
+        device: Some(model_context::Device::Cpu),
+        ..Default::default()
+    };
+    let ctx = model_context::StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap();
+    ctx.get_or_create_model(None).unwrap()
+}
+
+/// Rows of ids as one batch, right-padded to the longest (a pad mask only when needed).
+pub fn padded(rows: &[&[i64]]) -> model_context::model::ForwardInput {
+    let t = rows.iter().map(|r| r.len()).max().unwrap();
+    let mut tokens = Vec::new();
+    let mut pad = Vec::new();
+    for r in rows {
+        tokens.extend(r.iter().copied().chain(std::iter::repeat_n(0, t - r.len())));
+        pad.extend((0..t).map(|i| i >= r.len()));
+    }
+    model_context::model::ForwardInput {
+        tokens,
+        batch: rows.len() as i64,
+        seq_len: t as i64,
+        pad: pad.iter().any(|&p| p).then_some(pad),
     }
 }

@@ -381,6 +381,40 @@ class Binding:
         self.check("mc_edit_init", self.ffi("mc_edit_init", ctypes.byref(e), ctypes.sizeof(edit_t)))
         return e
 
+    def objective_init(self):
+        """What the module's c_objective does first."""
+        obj_t = self.ffi.ctypes_structs["mc_objective"]
+        o = obj_t()
+        self.check("mc_objective_init", self.ffi("mc_objective_init", ctypes.byref(o), ctypes.sizeof(obj_t)))
+        return o
+
+    def attribution(self, ctx, tokens, token, other, act):
+        """forward(...; objective = Objective(MC_OBJECTIVE_LOGIT_DIFF; ...), grads = [(act, 0)]),
+        then objective_value and gradient, as examples/julia/attribution.jl calls them."""
+        o = self.objective_init()
+        ids = (ctypes.c_int64 * 2)(token, other)
+        o.kind, o.tokens, o.n_tokens = 1, ctypes.cast(ids, ctypes.c_void_p), 1
+        o.other_tokens, o.n_other_tokens = ctypes.c_void_p(ctypes.addressof(ids) + 8), 1
+        a = self.lookup("activation", act)
+        gacts, glayers = (ctypes.c_int32 * 1)(a), (ctypes.c_int32 * 1)(0)
+        toks = (ctypes.c_uint32 * len(tokens))(*tokens)
+        req_t = self.ffi.ctypes_structs["mc_forward_request"]
+        req = req_t()
+        self.check("mc_forward_request_init",
+                   self.ffi("mc_forward_request_init", ctypes.byref(req), ctypes.sizeof(req_t)))
+        req.token_type, req.tokens, req.n_tokens = self.MC_TOKENS_UINT32, ctypes.cast(toks, ctypes.c_void_p), len(tokens)
+        req.batch, req.seq_len = 1, len(tokens)
+        req.objective = ctypes.cast(ctypes.pointer(o), ctypes.c_void_p)
+        req.grad_activations, req.grad_layers, req.n_grads = (ctypes.cast(gacts, ctypes.c_void_p),
+                                                              ctypes.cast(glayers, ctypes.c_void_p), 1)
+        out = ctypes.c_void_p()
+        self.check("mc_forward", self.ffi("mc_forward", ctx, ctypes.byref(req), ctypes.byref(out)))
+        p, g = ctypes.c_void_p(), ctypes.c_void_p()
+        self.check("mc_forward_output_objective", self.ffi("mc_forward_output_objective", out, ctypes.byref(p)))
+        self.check("mc_forward_output_grad", self.ffi("mc_forward_output_grad", out, a, 0, ctypes.byref(g)))
+        self.close_output(out)
+        return self.from_versioned(p.value), self.from_versioned(g.value)
+
     def close_output(self, out):
         self.ffi("mc_forward_output_free", out)
 
@@ -487,7 +521,8 @@ class JuliaABI(unittest.TestCase):
     def test_struct_mirrors_match_c(self):
         with open(MODULE) as f:
             structs = julia_structs(f.read())
-        for name in ("mc_forward_request", "DLManagedTensorVersioned", "mc_edit", "mc_axis_selection"):
+        for name in ("mc_forward_request", "DLManagedTensorVersioned", "mc_edit", "mc_axis_selection",
+                     "mc_objective"):
             fields = structs[name]
             size, offsets = c_layout(name, [f for f, _ in fields])
             self.assertEqual((size, offsets), julia_layout(fields), f"{name} layout")
@@ -507,12 +542,20 @@ class JuliaABI(unittest.TestCase):
         self.check_tour(ffi)
         # Every deleter ran exactly once, once the arrays are gone.
         gc.collect()
-        self.assertEqual(len(DLPackJl.deleted), 6)  # three weights, three activations
+        self.assertEqual(len(DLPackJl.deleted), 8)  # three weights, three activations, objective, gradient
         self.assertEqual(set(DLPackJl.deleted), {1}, DLPackJl.deleted)
 
     def check_tour(self, ffi):
         lines, seen = tour(DEMO, ffi)
-        self.assertEqual(Binding(ffi).edit_init().struct_size, 48)
+        b = Binding(ffi)
+        self.assertEqual(b.edit_init().struct_size, 48)
+        self.assertEqual(b.objective_init().struct_size, 88)
+        ctx = b.context(DEMO, "cpu")
+        value, grad = b.attribution(ctx, [464, 3139, 286, 4881, 318, 262], 6342, 3576, "mlp.post_act")
+        b.close(ctx)
+        self.assertEqual(value.shape, [1])
+        self.assertEqual(grad.shape[:2], [1, 6])
+        self.assertGreater(float(np.abs(grad.cview()).max()), 0.0)
         self.assertIn("check logits == resid.post_ln_f @ unembedding: ok", lines)
         self.assertIn('tokens "Hello, world" -> [15496,11,995]', lines)
         self.assertTrue(any(line.startswith("error mc_open(/no/such/model): MC_ERR_NOT_FOUND: /no/such/model")
