@@ -119,6 +119,8 @@ static void forward_rule(const mc_context *ctx) {
   first_logit(ctx, &plain, &s1);
   CHECK(s1 == MC_ERR_UNSUPPORTED && strstr(mc_last_error(), "mc_objective"));
   obj.tail[2] = 0;
+  int64_t two[2] = {13, 11};
+  obj.o.tokens = two;
   obj.o.n_tokens = 2; /* one per row: the batch has one */
   first_logit(ctx, &plain, &s1);
   CHECK(s1 == MC_ERR_INVALID_ARGUMENT && strstr(mc_last_error(), "2 tokens given for a batch of 1"));
