@@ -85,6 +85,11 @@ typedef struct DLManagedTensorVersioned {
 
 
 /*
+ The most sequences one state may hold (ids are `0..n_seq_max`).
+ */
+#define MAX_SEQUENCES 4096
+
+/*
  `layer` argument of a model-wide location.
  */
 #define MC_LAYER_NONE -1
@@ -111,6 +116,14 @@ typedef struct mc_context mc_context;
  Free with `mc_forward_output_free`.
  */
 typedef struct mc_forward_output mc_forward_output;
+
+/*
+ A decoding state (opaque): up to `n_seq_max` sequences with their keys and values at
+ every layer. It keeps the model alive (the context may be freed first). Used by one thread
+ at a time: a call while another thread's call runs fails with `MC_ERR_INVALID_ARGUMENT`.
+ Free with `mc_state_free`.
+ */
+typedef struct mc_state mc_state;
 
 /*
  Result of every fallible call: `MC_OK` or the class of the failure (see `mc_last_error`).
@@ -499,7 +512,72 @@ typedef struct mc_sample_options {
    Seed of the sampler's random stream (ChaCha8); equal seeds give equal samples.
    */
   uint64_t seed;
+  /*
+   Keep the `top_k` most likely tokens before top-p; 0 (default) disables it.
+   */
+  uint32_t top_k;
+  /*
+   Must be zero.
+   */
+  uint32_t reserved;
 } mc_sample_options;
+
+/*
+ Why a prompt's generation ended: one of the `MC_STOP_*` constants.
+ */
+typedef int32_t mc_stop_reason;
+
+/*
+ New tokens for several sequences of a state; fill with
+ `mc_append_request_init(&r, sizeof r)`. Every pointer is only read during the call.
+ */
+typedef struct mc_append_request {
+  /*
+   The size the caller was compiled with, written by `mc_append_request_init`.
+   */
+  uint32_t struct_size;
+  /*
+   The type of `tokens`' elements: `MC_TOKENS_INT64` (default) or `MC_TOKENS_UINT32`.
+   */
+  mc_token_type token_type;
+  /*
+   One sequence id per row, distinct, each in `0 .. n_seq_max`.
+   */
+  const int32_t *seq_ids;
+  size_t n_seq_ids;
+  /*
+   Every row's new tokens, concatenated: row `r`'s are `tokens[offsets[r] .. offsets[r + 1]]`
+   (at least one each).
+   */
+  const void *tokens;
+  size_t n_tokens;
+  /*
+   `n_seq_ids + 1` offsets: 0, non-decreasing, the last equal to `n_tokens`.
+   */
+  const size_t *offsets;
+  size_t n_offsets;
+  /*
+   Activations to keep, as in `mc_forward_request`; they cover the new positions only.
+   */
+  const mc_activation *activations;
+  const int32_t *layers;
+  size_t n_activations;
+  /*
+   Edits of the new positions, as in `mc_forward_request`; edited keys and values are
+   what the state caches.
+   */
+  const struct mc_edit *edits;
+  size_t n_edits;
+  /*
+   `MC_LOGITS_ALL` (default): `[rows, T_max, vocab]`; `MC_LOGITS_LAST`: each row's last new
+   position, `[rows, 1, vocab]`; `MC_LOGITS_NONE`.
+   */
+  mc_logits_choice logits;
+  /*
+   Must be zero.
+   */
+  uint32_t reserved;
+} mc_append_request;
 
 #define MC_WEIGHT_MLP_TO_HIDDEN 0
 
@@ -720,6 +798,21 @@ typedef struct mc_sample_options {
  The dot product of an activation at `positions[row]` with `direction`.
  */
 #define MC_OBJECTIVE_DIRECTION 3
+
+/*
+ It produced `<|endoftext|>` (the last token written).
+ */
+#define MC_STOP_END_OF_TEXT 0
+
+/*
+ It produced `max_new_tokens` tokens.
+ */
+#define MC_STOP_MAX_TOKENS 1
+
+/*
+ Its sequence filled the context window (the last token is the one predicted there).
+ */
+#define MC_STOP_WINDOW 2
 
 #define MC_OK 0
 
@@ -1276,14 +1369,19 @@ MC_API mc_status mc_activation_per_layer(mc_activation act, bool *out);
 
 /*
  Continues `prompt` (`n_prompt` ids) with up to `opts->max_new_tokens` new tokens (only the
- new ones are written). Size probe: `tokens` NULL with `capacity` 0 gives `MC_OK` and
- `*n_tokens = max_new_tokens`; a capacity below it is `MC_ERR_BUFFER_TOO_SMALL` (nothing
- sampled). Decode the result with `mc_decode`. Thread-safe.
+ new ones are written), greedy or sampled with temperature, then top-k, then top-p. Each
+ new token costs one position (a decoding state holds the keys and values). Generation
+ stops after `<|endoftext|>` (when asked), at `max_new_tokens`, or when the sequence fills
+ the context window (`MC_OK` with fewer tokens). Size probe: `tokens` NULL with `capacity`
+ 0 gives `MC_OK` and `*n_tokens = max_new_tokens`; a capacity below it is
+ `MC_ERR_BUFFER_TOO_SMALL` (nothing sampled). Decode the result with `mc_decode`.
+ Thread-safe.
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, `prompt` NULL with `n_prompt` > 0),
- `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below the 0.2 size, an empty prompt, a
- temperature below 0 or `top_p` outside (0, 1]), `MC_ERR_TOKEN` (a prompt id outside the
- vocabulary), `MC_ERR_BUFFER_TOO_SMALL` (`capacity` below `max_new_tokens`: `*n_tokens` is
+ `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below the 0.2 size, an empty prompt or one
+ longer than the context window, a temperature below 0, `top_p` outside (0, 1],
+ `opts->reserved` not zero), `MC_ERR_TOKEN` (a prompt id outside the vocabulary),
+ `MC_ERR_BUFFER_TOO_SMALL` (`capacity` below `max_new_tokens`: `*n_tokens` is
  `max_new_tokens`), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the
  library's size of `opts`), the errors of `mc_forward`, `MC_ERR_PANIC`.
 
@@ -1299,6 +1397,165 @@ mc_status mc_sample(const struct mc_context *ctx,
                     uint32_t *tokens,
                     size_t capacity,
                     size_t *n_tokens);
+
+/*
+ Continues several prompts together on one decoding state: prompt `i` is
+ `prompts[prompt_offsets[i] .. prompt_offsets[i + 1]]` (`n_prompt_offsets` = prompts + 1, as
+ `mc_encode_batch` writes them), sampled with `seeds[i]` (`seeds` NULL with 0: every prompt
+ uses `opts->seed`). Writes prompt `i`'s new tokens to `tokens[offsets[i] .. offsets[i +
+ 1]]` (`n_offsets` at least prompts + 1) and why it stopped to `reasons[i]` (`n_reasons` at
+ least prompts); `*n_tokens` is the total. Each prompt gets the tokens it would get alone
+ (its logits within float rounding). Size probe: `tokens` NULL with `capacity` 0 gives
+ `MC_OK` and `*n_tokens = prompts * max_new_tokens`, the most it can write; a smaller
+ capacity is `MC_ERR_BUFFER_TOO_SMALL` (nothing sampled). Thread-safe.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, `offsets`, `reasons`, an input array
+ NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (no prompts, prompt offsets not
+ starting at 0, decreasing or not ending at `n_prompt_tokens`, an empty prompt or one
+ longer than the context window, `n_seeds` not the number of prompts, `n_offsets` or
+ `n_reasons` too small, the options' errors of `mc_sample`), `MC_ERR_TOKEN`,
+ `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_UNSUPPORTED`, the errors of `mc_forward`,
+ `MC_ERR_PANIC`.
+
+ # Safety
+ Every pointer NULL or valid for its length; `n_tokens` NULL or writable.
+ */
+MC_API
+mc_status mc_sample_batch(const struct mc_context *ctx,
+                          const uint32_t *prompts,
+                          size_t n_prompt_tokens,
+                          const size_t *prompt_offsets,
+                          size_t n_prompt_offsets,
+                          const struct mc_sample_options *opts,
+                          const uint64_t *seeds,
+                          size_t n_seeds,
+                          uint32_t *tokens,
+                          size_t capacity,
+                          size_t *offsets,
+                          size_t n_offsets,
+                          mc_stop_reason *reasons,
+                          size_t n_reasons,
+                          size_t *n_tokens);
+
+/*
+ Fills `*req` for the caller's `size` (pass `sizeof *req`): zeroes all `size` bytes, writes
+ the defaults (no rows, int64 ids, every position's logits) and sets `struct_size = size`.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`req`), `MC_ERR_INVALID_ARGUMENT` (`size` below the struct's
+ first size; nothing is written), `MC_ERR_PANIC`.
+
+ # Safety
+ `req` is NULL or valid for writes of `size` bytes.
+ */
+MC_API mc_status mc_append_request_init(struct mc_append_request *req, size_t size);
+
+/*
+ Creates a decoding state for up to `n_seq_max` sequences (1 ..= 4096; ids `0 ..
+ n_seq_max`) on the context's model (created with the defaults if the context has none).
+ Nothing is allocated per token until tokens are appended: each costs
+ `n_layers * n_heads * (d_head_qk + d_head_v)` elements of the model's dtype per sequence,
+ in buffers that double as a sequence grows (at most its window). Free with `mc_state_free`.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`n_seq_max` out of
+ range), `MC_ERR_UNSUPPORTED` (a tokenizer-only context), the errors of `mc_create_model`,
+ `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
+
+ # Safety
+ `ctx` NULL or live; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_state_new(const struct mc_context *ctx,
+                       size_t n_seq_max,
+                       struct mc_state **out);
+
+/*
+ Frees a state and every sequence's cache (NULL: no-op). Forward outputs and tensors taken
+ from it stay valid.
+
+ Returns no status; never fails.
+
+ # Safety
+ `state` is NULL or from `mc_state_new`, not freed before, and no call on it is running.
+ */
+MC_API void mc_state_free(struct mc_state *state);
+
+/*
+ Appends each row's tokens to its sequence (different counts per row; an empty or removed
+ sequence starts at position 0) and returns, in `*out` (free with `mc_forward_output_free`),
+ the logits as `req->logits` chooses and the requested activations, each over the new
+ positions `[rows, T_max, ...]` with rows right-padded to the longest (padding positions
+ are not meaningful); `attn.k`/`attn.v` are the new keys and values, `attn.qk_logits`/
+ `attn.qk_probs` the new queries over every key `[rows, T_max, S, heads]` with
+ `S = max(cached length) + T_max`, key `s` being position `s` of the row's sequence. Edits
+ select new positions only (an index past `T_max` on a position axis is an error) and what
+ they change is cached. A sequence that would pass the context window is an error naming it,
+ and nothing is appended to any row.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`state`, `req`, `out`, an array NULL with a non-zero
+ length), `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the first size; no rows; a
+ sequence id negative, out of range or repeated; a row without tokens; offsets not one more
+ than the rows, not starting at 0, decreasing or not ending at `n_tokens`; a sequence passing the
+ window; the state in use by another thread; every argument error of `mc_forward`'s
+ activations and edits), `MC_ERR_TOKEN` (an id outside the vocabulary), `MC_ERR_SHAPE`,
+ `MC_ERR_DEVICE` (an edit's operand), `MC_ERR_UNSUPPORTED` (a non-zero byte past the
+ library's size of `req` or an edit), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. On every error
+ the state is unchanged.
+
+ # Safety
+ `state` NULL or live; `req` NULL or valid with the arrays it points to; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_state_append(struct mc_state *state,
+                          const struct mc_append_request *req,
+                          struct mc_forward_output **out);
+
+/*
+ Copies sequence `src` into `dst` (a fork; whatever `dst` held is replaced). The copy is
+ full: it costs `length(src)` tokens of cache, and the two evolve independently.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`state`), `MC_ERR_INVALID_ARGUMENT` (an id negative or out
+ of range, `src` empty or removed, the state in use by another thread),
+ `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
+
+ # Safety
+ `state` NULL or live.
+ */
+MC_API mc_status mc_state_copy(struct mc_state *state, int32_t src, int32_t dst);
+
+/*
+ Empties a sequence and frees its cache (removing an empty one is allowed).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`state`), `MC_ERR_INVALID_ARGUMENT` (`seq` negative or out
+ of range, the state in use by another thread), `MC_ERR_PANIC`.
+
+ # Safety
+ `state` NULL or live.
+ */
+MC_API mc_status mc_state_remove(struct mc_state *state, int32_t seq);
+
+/*
+ Keeps the first `length` tokens of a sequence (0 empties it); the next append continues
+ from there.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`state`), `MC_ERR_INVALID_ARGUMENT` (`seq` negative or out
+ of range, `length` negative or above the sequence's length, the state in use by another
+ thread), `MC_ERR_PANIC`.
+
+ # Safety
+ `state` NULL or live.
+ */
+MC_API mc_status mc_state_truncate(struct mc_state *state, int32_t seq, int64_t length);
+
+/*
+ The number of tokens sequence `seq` holds (0 when empty or removed).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`state`, `out`), `MC_ERR_INVALID_ARGUMENT` (`seq` negative or
+ out of range, the state in use by another thread), `MC_ERR_PANIC`.
+
+ # Safety
+ `state` NULL or live; `out` NULL or writable.
+ */
+MC_API mc_status mc_state_length(struct mc_state *state, int32_t seq, int64_t *out);
 
 /*
  The constant's name of a status, or "MC_ERR_UNKNOWN" for a value outside the list.

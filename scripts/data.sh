@@ -29,7 +29,8 @@ for what in "${@:-demo golden tokens hf}"; do
         make data/model_golden scripts/gen_model_golden.py data/model_golden
         make data/processing_golden scripts/gen_processing_golden.py data/processing_golden
         make data/edit_golden scripts/gen_edit_golden.py data/edit_golden
-        make data/grad_golden scripts/gen_grad_golden.py data/grad_golden ;;
+        make data/grad_golden scripts/gen_grad_golden.py data/grad_golden
+        make data/decode_golden scripts/gen_decode_golden.py data/decode_golden ;;
       tokens) make data/token_golden scripts/gen_token_golden.py data/token_golden ;;
       hf) make data/hf_golden scripts/gen_hf_golden.py data/hf_golden ;;
       bench)

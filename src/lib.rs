@@ -13,6 +13,7 @@ pub mod activations;
 pub mod config;
 pub mod context;
 pub mod convert;
+pub mod decode;
 pub mod device;
 pub mod dims;
 pub mod edits;

@@ -76,6 +76,22 @@ pub struct Start {
     pub resid: Tensor,
 }
 
+/// Keys and values of earlier positions, per row, for incremental decoding (`crate::decode`):
+/// the new tokens are positions `lengths[row]..` of their rows.
+#[derive(Debug, Default)]
+pub struct Past {
+    pub lengths: Vec<i64>,
+    /// Per layer, per row: keys `[P_row, heads, d_head_qk]` and values `[P_row, heads, d_head_v]`.
+    pub layers: Vec<Vec<(Tensor, Tensor)>>,
+}
+
+impl Past {
+    /// Keys per row (cached and new) a pass over `t` new positions attends to, padded.
+    pub fn attended(&self, t: i64) -> i64 {
+        self.lengths.iter().copied().max().unwrap_or(0) + t
+    }
+}
+
 /// What an experiment adds to a forward pass; the default is a plain pass.
 #[derive(Debug, Default)]
 pub struct Experiment {
@@ -267,6 +283,40 @@ impl Model {
         wanted: &[ActivationKey],
         x: &Experiment,
     ) -> Result<()> {
+        self.check_with_past(input, wanted, x, None)
+    }
+
+    /// `check_request` for new positions after a past (which refuses what needs the whole
+    /// sequence: gradients, a start residual, an early stop).
+    fn check_with_past(
+        &self,
+        input: &ForwardInput,
+        wanted: &[ActivationKey],
+        x: &Experiment,
+        past: Option<&Past>,
+    ) -> Result<()> {
+        if let Some(p) = past {
+            let refused = [
+                (x.backward.is_some(), "gradients"),
+                (x.start.is_some(), "a start residual"),
+                (
+                    x.end_layer.is_some(),
+                    "an end layer (every layer's keys and values are kept)",
+                ),
+            ];
+            if let Some((_, what)) = refused.iter().find(|(on, _)| *on) {
+                return Err(err(
+                    ErrorKind::Unsupported,
+                    format!("a decoding state does not take {what}"),
+                ));
+            }
+            if p.lengths.len() as i64 != input.batch {
+                return Err(err(
+                    ErrorKind::Internal,
+                    format!("{} past lengths for {} rows", p.lengths.len(), input.batch),
+                ));
+            }
+        }
         let bad = |m: String| Err(err(ErrorKind::InvalidArgument, m));
         let (b, t) = (input.batch, input.seq_len);
         if b <= 0 || t <= 0 {
@@ -305,7 +355,7 @@ impl Model {
         for (i, e) in x.edits.iter().enumerate() {
             let which = format!("edit {i} ({})", e.location.name());
             self.check_key(e.location, e.layer, layers, x, &which)?;
-            e.check(&self.full_shape(e.location, b, t), &which)?;
+            e.check(&self.shape_after(e.location, b, t, past), &which)?;
             if let EditOp::Add(op) | EditOp::Replace(op) = &e.op {
                 self.check_device(op, &format!("{which}: the operand"))?;
             }
@@ -510,6 +560,22 @@ impl Model {
         }
     }
 
+    /// `full_shape` for `t` new positions after a past: the attention pattern's key axis
+    /// covers the cached positions too.
+    pub fn shape_after(
+        &self,
+        act: Activation,
+        batch: i64,
+        t: i64,
+        past: Option<&Past>,
+    ) -> Vec<i64> {
+        let mut shape = self.full_shape(act, batch, t);
+        if let (Some(p), Activation::AttnQkLogits | Activation::AttnQkProbs) = (past, act) {
+            shape[2] = p.attended(t);
+        }
+        shape
+    }
+
     /// An activation's shape `[batch, ...per-sequence shape]` for `t` positions.
     pub fn full_shape(&self, act: Activation, batch: i64, t: i64) -> Vec<i64> {
         let size = |d: Dimension| d.size_in(&self.config, self.n_vocab).unwrap_or(t);
@@ -530,7 +596,29 @@ impl Model {
         wanted: &[ActivationKey],
         x: &Experiment,
     ) -> Result<ForwardOutput> {
-        self.check_request(input, wanted, x)?;
+        Ok(self.forward_inner(input, wanted, x, None)?.0)
+    }
+
+    /// A pass over new positions after `past`: the output, and each layer's keys and values
+    /// of the new positions `[batch, T, heads, d_head]` (what a cache appends).
+    pub fn forward_after(
+        &self,
+        input: &ForwardInput,
+        wanted: &[ActivationKey],
+        x: &Experiment,
+        past: &Past,
+    ) -> Result<(ForwardOutput, Vec<(Tensor, Tensor)>)> {
+        self.forward_inner(input, wanted, x, Some(past))
+    }
+
+    fn forward_inner(
+        &self,
+        input: &ForwardInput,
+        wanted: &[ActivationKey],
+        x: &Experiment,
+        past: Option<&Past>,
+    ) -> Result<(ForwardOutput, Vec<(Tensor, Tensor)>)> {
+        self.check_with_past(input, wanted, x, past)?;
         let edits = x
             .edits
             .iter()
@@ -550,6 +638,8 @@ impl Model {
                 _ => None,
             }),
             objective_act: None,
+            past,
+            new_kv: Vec::new(),
         };
         let owned = |t: Tensor| TchResult::Ok(OwnedTensor::owned(t.f_detach()?, false));
         let (logits, objective, grads) = match bw {
@@ -568,12 +658,13 @@ impl Model {
                 })?
             }
         };
-        Ok(ForwardOutput {
+        let out = ForwardOutput {
             logits: logits.map(owned).transpose()?,
             activations: hooks.got,
             objective,
             grads,
-        })
+        };
+        Ok((out, hooks.new_kv))
     }
 
     /// Each row's objective `[batch]` in float32, still attached to the autograd graph.
@@ -651,7 +742,10 @@ impl Model {
             }
             _ => None,
         };
-        let mask = self.attention_mask(t, pad.as_ref())?;
+        let mask = match hooks.past {
+            None => self.attention_mask(t, pad.as_ref())?,
+            Some(p) => self.mask_after(p, t)?,
+        };
         let (mut h, first) = match (&x.start, x.start_key()) {
             (Some(s), Some((act, layer))) => {
                 let kind = self.options.dtype.kind();
@@ -707,9 +801,19 @@ impl Model {
         let tokens = Tensor::f_from_slice(&input.tokens)?
             .f_view([b, t])?
             .f_to(dev)?;
-        let positions = match pad {
-            None => Tensor::f_arange(t, (Kind::Int64, dev))?.f_unsqueeze(0)?,
-            Some(p) => p
+        let positions = match (hooks.past, pad) {
+            (Some(past), _) => {
+                // Row r's new tokens are positions lengths[r].. (padding clamped in range).
+                let start = Tensor::f_from_slice(&past.lengths)?
+                    .f_to(dev)?
+                    .f_view([b, 1])?;
+                let last = self.config.ctx_window - 1;
+                start
+                    .f_add(&Tensor::f_arange(t, (Kind::Int64, dev))?.f_unsqueeze(0)?)?
+                    .f_clamp_max(last)?
+            }
+            (None, None) => Tensor::f_arange(t, (Kind::Int64, dev))?.f_unsqueeze(0)?,
+            (None, Some(p)) => p
                 .f_logical_not()?
                 .f_cumsum(1, Kind::Int64)?
                 .f_sub_scalar(1)?
@@ -740,6 +844,44 @@ impl Model {
         Ok(allowed)
     }
 
+    /// Allowed (query, key) pairs `[batch, 1, T, S]` after a past: new query `j` of row `r`
+    /// sees keys `0 ..= lengths[r] + j` (its cached history, then the new keys up to itself).
+    /// Padding queries see real keys; their outputs are never cached.
+    fn mask_after(&self, past: &Past, t: i64) -> TchResult<Tensor> {
+        let dev = self.device.to_tch();
+        let b = past.lengths.len() as i64;
+        let s = past.attended(t);
+        let limit = Tensor::f_from_slice(&past.lengths)?
+            .f_to(dev)?
+            .f_view([b, 1, 1, 1])?
+            .f_add(&Tensor::f_arange(t, (Kind::Int64, dev))?.f_view([1, 1, t, 1])?)?;
+        Tensor::f_arange(s, (Kind::Int64, dev))?
+            .f_view([1, 1, 1, s])?
+            .f_le_tensor(&limit)
+    }
+
+    /// Each row's cached keys (or values) `[P_row, heads, d]` followed by the new ones
+    /// `[batch, T, heads, d]`, zero-padded to `[batch, S, heads, d]`.
+    fn with_past(
+        &self,
+        rows: &[(Tensor, Tensor)],
+        new: &Tensor,
+        values: bool,
+        s: i64,
+    ) -> TchResult<Tensor> {
+        let size = new.size();
+        let (b, t) = (size[0], size[1]);
+        let all = Tensor::f_zeros([b, s, size[2], size[3]], (new.kind(), new.device()))?;
+        for (row, (k, v)) in rows.iter().enumerate() {
+            let cached = if values { v } else { k };
+            let p = cached.size()[0];
+            let dst = all.f_get(row as i64)?;
+            dst.f_narrow(0, 0, p)?.f_copy_(cached)?;
+            dst.f_narrow(0, p, t)?.f_copy_(&new.f_get(row as i64)?)?;
+        }
+        Ok(all)
+    }
+
     fn block(&self, layer: i64, x: Tensor, mask: &Tensor, hooks: &mut Hooks) -> TchResult<Tensor> {
         use Activation::*;
         let c = &self.config;
@@ -764,6 +906,18 @@ impl Model {
         let q = hooks.at(AttnQ, l, proj("q_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
         let k = hooks.at(AttnK, l, proj("k_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
         let v = hooks.at(AttnV, l, proj("v_proj", dv)?)?;
+        let (k, v) = match hooks.past {
+            None => (k, v),
+            Some(p) => {
+                let rows = &p.layers[layer as usize];
+                let s = p.attended(t);
+                hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
+                (
+                    self.with_past(rows, &k, false, s)?,
+                    self.with_past(rows, &v, true, s)?,
+                )
+            }
+        };
         // [B, H, T, S]; edits see [B, T, S, H] before the masks, which are applied after them.
         let raw = q
             .f_permute([0, 2, 1, 3])?
@@ -886,6 +1040,9 @@ struct Hooks<'a> {
     targets: Vec<(ActivationKey, Tensor, bool)>,
     objective_at: Option<ActivationKey>,
     objective_act: Option<Tensor>,
+    /// Incremental decoding: the cached keys and values, and the new positions' ones.
+    past: Option<&'a Past>,
+    new_kv: Vec<(Tensor, Tensor)>,
 }
 
 impl Hooks<'_> {

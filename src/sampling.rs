@@ -1,9 +1,12 @@
-//! Sampling from the model: greedy (temperature 0), temperature and nucleus (top-p), seeded
-//! so a run can be repeated exactly.
+//! Sampling from the model: greedy (temperature 0), temperature, top-k and nucleus (top-p),
+//! seeded so a run can be repeated exactly; several prompts at once on one decoding state, so
+//! each new token costs one position.
+use crate::decode::{Append, DecodeState};
 use crate::error::{err, ErrorKind, Result};
-use crate::model::{ForwardInput, Model};
+use crate::model::{Experiment, LogitsChoice, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::sync::Arc;
 
 /// How to sample; the defaults are greedy decoding of 16 tokens.
 #[derive(Clone, Debug)]
@@ -13,6 +16,8 @@ pub struct SampleOptions {
     pub temperature: f64,
     /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1: all).
     pub top_p: f64,
+    /// Keep the `top_k` most likely tokens before top-p (0: all).
+    pub top_k: usize,
     pub seed: u64,
     /// Stop after producing this token (the encoding's `<|endoftext|>`), if any.
     pub stop_token: Option<i64>,
@@ -24,6 +29,7 @@ impl Default for SampleOptions {
             max_new_tokens: 16,
             temperature: 0.0,
             top_p: 1.0,
+            top_k: 0,
             seed: 0,
             stop_token: None,
         }
@@ -51,45 +57,113 @@ impl SampleOptions {
     }
 }
 
-/// Continues `prompt` by up to `max_new_tokens` tokens; returns only the new ones. When the
-/// sequence outgrows the context window, the model sees its last `ctx_window` tokens.
-pub fn sample(model: &Model, prompt: &[i64], opts: &SampleOptions) -> Result<Vec<i64>> {
+/// Why a prompt's generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// It produced the stop token (`<|endoftext|>`), which is the last token returned.
+    EndOfText,
+    /// It produced `max_new_tokens` tokens.
+    MaxTokens,
+    /// The sequence filled the context window: the last token returned is the one predicted
+    /// at the window's last position.
+    Window,
+}
+
+/// Continues `prompt` by up to `max_new_tokens` tokens; returns only the new ones.
+pub fn sample(model: &Arc<Model>, prompt: &[i64], opts: &SampleOptions) -> Result<Vec<i64>> {
+    let mut out = sample_batch(model, &[prompt.to_vec()], opts, &[opts.seed])?;
+    Ok(out.swap_remove(0).0)
+}
+
+/// Continues each prompt (one random stream per prompt, seeded by `seeds`) on one decoding
+/// state, all prompts advanced together; returns each prompt's new tokens and why it stopped.
+/// A prompt longer than the context window is an error.
+pub fn sample_batch(
+    model: &Arc<Model>,
+    prompts: &[Vec<i64>],
+    opts: &SampleOptions,
+    seeds: &[u64],
+) -> Result<Vec<(Vec<i64>, StopReason)>> {
     opts.check()?;
-    if prompt.is_empty() {
-        return Err(err(
-            ErrorKind::InvalidArgument,
-            "empty prompt: sampling needs at least one token",
+    let bad = |m: String| Err(err(ErrorKind::InvalidArgument, m));
+    let window = model.config().ctx_window;
+    if prompts.is_empty() || seeds.len() != prompts.len() {
+        return bad(format!(
+            "{} prompts and {} seeds: at least one prompt, one seed per prompt",
+            prompts.len(),
+            seeds.len()
         ));
     }
-    let ctx = model.config().ctx_window as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let mut seq = prompt.to_vec();
-    let mut new = Vec::with_capacity(opts.max_new_tokens);
-    while new.len() < opts.max_new_tokens {
-        let window = &seq[seq.len().saturating_sub(ctx)..];
-        let input = ForwardInput {
-            tokens: window.to_vec(),
-            batch: 1,
-            seq_len: window.len() as i64,
-            pad: None,
-        };
-        let out = model.forward(&input, &[])?;
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return bad(format!(
+                "empty prompt: prompt {i} has no tokens (sampling needs at least one)"
+            ));
+        }
+        if p.len() as i64 > window {
+            return bad(format!(
+                "prompt {i} has {} tokens, more than the context window of {window}",
+                p.len()
+            ));
+        }
+    }
+    let mut results: Vec<(Vec<i64>, Option<StopReason>)> = vec![(Vec::new(), None); prompts.len()];
+    if opts.max_new_tokens == 0 {
+        return Ok(results
+            .into_iter()
+            .map(|(t, _)| (t, StopReason::MaxTokens))
+            .collect());
+    }
+    let mut state = DecodeState::new(model.clone(), prompts.len())?;
+    let mut rngs: Vec<ChaCha8Rng> = seeds
+        .iter()
+        .map(|&s| ChaCha8Rng::seed_from_u64(s))
+        .collect();
+    let x = Experiment {
+        logits: LogitsChoice::Last,
+        ..Default::default()
+    };
+    let mut rows: Vec<Append> = Append::each(prompts);
+    while !rows.is_empty() {
+        let out = state.append(&rows, &[], &x)?;
         let logits = out
             .logits
             .ok_or_else(|| err(ErrorKind::Internal, "a forward pass without logits"))?;
-        let last = logits.tensor.f_get(0)?.f_get(window.len() as i64 - 1)?;
-        let logits = Vec::<f32>::try_from(
-            last.f_to_dtype(tch::Kind::Float, false, false)?
-                .f_to(tch::Device::Cpu)?,
-        )?;
-        let token = choose(&logits, opts, &mut rng) as i64;
-        seq.push(token);
-        new.push(token);
-        if Some(token) == opts.stop_token {
-            break;
+        let all = logits
+            .tensor
+            .f_to_dtype(tch::Kind::Float, false, false)?
+            .f_to(tch::Device::Cpu)?
+            .f_contiguous()?;
+        let n_vocab = all.size()[2] as usize;
+        let flat = Vec::<f32>::try_from(all.f_view([-1])?)?;
+        let mut next = Vec::with_capacity(rows.len());
+        for (r, a) in rows.iter().enumerate() {
+            let row = &flat[r * n_vocab..(r + 1) * n_vocab];
+            let token = choose(row, opts, &mut rngs[a.seq]) as i64;
+            let (tokens, reason) = &mut results[a.seq];
+            tokens.push(token);
+            *reason = if Some(token) == opts.stop_token {
+                Some(StopReason::EndOfText)
+            } else if tokens.len() >= opts.max_new_tokens {
+                Some(StopReason::MaxTokens)
+            } else if state.len(a.seq)? >= window {
+                Some(StopReason::Window)
+            } else {
+                None
+            };
+            if reason.is_none() {
+                next.push(Append {
+                    seq: a.seq,
+                    tokens: vec![token],
+                });
+            }
         }
+        rows = next;
     }
-    Ok(new)
+    Ok(results
+        .into_iter()
+        .map(|(t, r)| (t, r.unwrap_or(StopReason::MaxTokens)))
+        .collect())
 }
 
 /// Picks one token id from a row of logits.
@@ -116,6 +190,10 @@ fn choose(logits: &[f32], opts: &SampleOptions, rng: &mut ChaCha8Rng) -> usize {
         .enumerate()
         .map(|(i, &l)| (i, ((l as f64 - max) / opts.temperature).exp()))
         .collect();
+    if opts.top_k > 0 && opts.top_k < probs.len() {
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        probs.truncate(opts.top_k);
+    }
     let total: f64 = probs.iter().map(|p| p.1).sum();
     if opts.top_p < 1.0 {
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -181,6 +259,25 @@ mod tests {
             seen2 |= choose(&logits, &opts(1.0, 0.7), &mut rng) == 2;
         }
         assert!(!seen2);
+    }
+
+    #[test]
+    fn top_k_keeps_the_k_most_likely_before_top_p() {
+        let logits = [0.0f32, 2.0, 1.0, 1.5];
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let o = SampleOptions {
+            temperature: 1.0,
+            top_k: 2,
+            ..Default::default()
+        };
+        let mut seen = [0usize; 4];
+        for _ in 0..3000 {
+            seen[choose(&logits, &o, &mut rng)] += 1;
+        }
+        assert_eq!((seen[0], seen[2]), (0, 0), "{seen:?}");
+        assert!(seen[1] > seen[3] && seen[3] > 0, "{seen:?}");
+        let one = SampleOptions { top_k: 1, ..o };
+        assert!((0..100).all(|_| choose(&logits, &one, &mut rng) == 1));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! with its offset; the last check fails when a struct grows without an entry here.
 use model_context::ffi::api::*;
 use model_context::ffi::model::*;
+use model_context::ffi::state::*;
 use model_context::ffi::status::*;
 use std::mem::{offset_of, size_of};
 
@@ -149,6 +150,30 @@ fn layouts() -> Vec<Layout> {
                 (temperature, 16, 8),
                 (top_p, 24, 8),
                 (seed, 32, 8),
+                // Appended within 0.2: top-k.
+                (top_k, 40, 4),
+                (reserved, 44, 4),
+            ]
+        ),
+        layout!(
+            mc_append_request,
+            104,
+            [
+                (struct_size, 0, 4),
+                (token_type, 4, 4),
+                (seq_ids, 8, 8),
+                (n_seq_ids, 16, 8),
+                (tokens, 24, 8),
+                (n_tokens, 32, 8),
+                (offsets, 40, 8),
+                (n_offsets, 48, 8),
+                (activations, 56, 8),
+                (layers, 64, 8),
+                (n_activations, 72, 8),
+                (edits, 80, 8),
+                (n_edits, 88, 8),
+                (logits, 96, 4),
+                (reserved, 100, 4),
             ]
         ),
     ]
@@ -221,5 +246,6 @@ fn init_accepts_exactly_the_0_2_size_and_up() {
     check(mc_forward_request_init, 120);
     check(mc_edit_init, 48);
     check(mc_objective_init, 88);
+    check(mc_append_request_init, 104);
     check(mc_sample_options_init, 40);
 }

@@ -5,6 +5,7 @@ use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
 use model_context::ffi::forward::*;
 use model_context::ffi::model::*;
+use model_context::ffi::sample::*;
 use model_context::ffi::status::*;
 use std::ffi::{CStr, CString};
 use std::ptr::{null, null_mut};

@@ -1,4 +1,5 @@
-//! Resource use over long runs: opening, reading and freeing contexts and tensors, and
+//! Resource use over long runs: opening, reading and freeing contexts and tensors, decoding
+//! states (appends, forks, truncates, then freed), and
 //! encoding and decoding, keep the process's resident memory flat. The first rounds warm up
 //! (libtorch's allocator pools, the shared tokenizer, the mapped pages); resident memory after
 //! the warm-up and after many more rounds must agree within a few MiB, and so must the address
@@ -9,6 +10,7 @@ use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
 use model_context::ffi::forward::*;
 use model_context::ffi::model::*;
+use model_context::ffi::state::*;
 use model_context::ffi::status::*;
 use model_context::ffi::tokens::*;
 use std::ffi::{c_char, CStr, CString};
@@ -127,6 +129,37 @@ fn tokens_round(ctx: *const mc_context, text: &[u8]) {
     assert_eq!(&bytes[..m], text);
 }
 
+/// One round of a decoding state: two sequences, a prompt each, steps, a fork, a truncate,
+/// then the state freed.
+fn state_round(ctx: *mut mc_context) {
+    let mut st = null_mut();
+    ok(unsafe { mc_state_new(ctx, 3, &mut st) });
+    let mut req: mc_append_request = common::init(mc_append_request_init);
+    let seqs = [0i32, 1];
+    let tokens: Vec<i64> = (0..24).map(|i| 100 + i).collect();
+    let offsets = [0usize, 16, 24];
+    req.seq_ids = seqs.as_ptr();
+    req.n_seq_ids = 2;
+    req.offsets = offsets.as_ptr();
+    req.n_offsets = 3;
+    req.logits = MC_LOGITS_LAST;
+    for step in 0..6 {
+        let (toks, offs): (&[i64], [usize; 3]) = match step {
+            0 => (&tokens, offsets),
+            _ => (&tokens[..2], [0, 1, 2]),
+        };
+        req.tokens = toks.as_ptr() as *const _;
+        req.n_tokens = toks.len();
+        req.offsets = offs.as_ptr();
+        let mut out = null_mut();
+        ok(unsafe { mc_state_append(st, &req, &mut out) });
+        unsafe { mc_forward_output_free(out) };
+    }
+    ok(unsafe { mc_state_copy(st, 0, 2) });
+    ok(unsafe { mc_state_truncate(st, 1, 3) });
+    unsafe { mc_state_free(st) };
+}
+
 #[test]
 fn long_loops_keep_resident_memory_flat() {
     let dir = common::data_dir(
@@ -146,6 +179,7 @@ fn long_loops_keep_resident_memory_flat() {
         }
         weights_round(&model, i % 10 == 0);
         tokens_round(tok_ctx, text.as_bytes());
+        state_round(tok_ctx);
     }
     let end = usage();
     unsafe { mc_free(tok_ctx) };

@@ -531,6 +531,17 @@ type SampleOptions struct {
 	TopP            float64 // 1: no nucleus sampling
 	Seed            uint64
 	StopAtEndOfText bool
+	TopK            uint32 // 0: off; applied after the temperature, before top-p
+}
+
+// fill writes the options into the C struct (filled by mc_sample_options_init).
+func (opts SampleOptions) fill(o *C.mc_sample_options) {
+	o.max_new_tokens = C.uint32_t(opts.MaxNewTokens)
+	o.temperature = C.double(opts.Temperature)
+	o.top_p = C.double(opts.TopP)
+	o.top_k = C.uint32_t(opts.TopK)
+	o.seed = C.uint64_t(opts.Seed)
+	o.stop_at_end_of_text = C.bool(opts.StopAtEndOfText)
 }
 
 // DefaultSampleOptions are the C library's defaults: greedy, 16 tokens, seed 0, stop at
@@ -564,11 +575,7 @@ func (c *Context) Sample(prompt []uint32, opts SampleOptions) ([]uint32, error) 
 	if err != nil {
 		return nil, err
 	}
-	o.max_new_tokens = C.uint32_t(opts.MaxNewTokens)
-	o.temperature = C.double(opts.Temperature)
-	o.top_p = C.double(opts.TopP)
-	o.seed = C.uint64_t(opts.Seed)
-	o.stop_at_end_of_text = C.bool(opts.StopAtEndOfText)
+	opts.fill(&o)
 	out := make([]uint32, opts.MaxNewTokens)
 	var n C.size_t
 	err = c.use(func(p *C.mc_context) error {

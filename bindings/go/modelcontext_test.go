@@ -791,3 +791,101 @@ func TestAttribution(t *testing.T) {
 		o.Close()
 	}
 }
+
+// TestDecoding appends to two sequences of a state in one call, forks and truncates, and
+// checks each step's last logits against a full forward pass; SampleBatch equals Sample.
+func TestDecoding(t *testing.T) {
+	c := open(t)
+	st, err := c.NewState(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	history := [][]uint32{{}, {}, {}}
+	lastLogits := func(out *mc.ForwardOutput, row int) []float32 {
+		l, err := out.Logits()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Free()
+		v, _ := l.Float32s()
+		vocab := int(l.Shape()[2])
+		return append([]float32(nil), v[row*vocab:(row+1)*vocab]...)
+	}
+	full := func(seq []uint32) []float32 {
+		out, err := c.Forward(mc.ForwardRequest{Tokens: seq, Batch: 1, SeqLen: len(seq), Logits: mc.LogitsLast})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		return lastLogits(out, 0)
+	}
+	step := func(rows ...mc.AppendRow) {
+		t.Helper()
+		out, err := st.Append(mc.AppendRequest{Rows: rows, Logits: mc.LogitsLast})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		for r, row := range rows {
+			history[row.Seq] = append(history[row.Seq], row.Tokens...)
+			got, want := lastLogits(out, r), full(history[row.Seq])
+			d := 0.0
+			for i := range got {
+				d = math.Max(d, math.Abs(float64(got[i]-want[i])))
+			}
+			if d > 1e-4 {
+				t.Fatalf("sequence %d differs from the full pass by %g", row.Seq, d)
+			}
+			if n, _ := st.Len(row.Seq); n != int64(len(history[row.Seq])) {
+				t.Fatalf("sequence %d holds %d tokens", row.Seq, n)
+			}
+		}
+	}
+	step(mc.AppendRow{Seq: 0, Tokens: []uint32{464, 2068, 7586}}, mc.AppendRow{Seq: 1, Tokens: []uint32{15496}})
+	step(mc.AppendRow{Seq: 0, Tokens: []uint32{21831}}, mc.AppendRow{Seq: 1, Tokens: []uint32{11, 995}})
+	if err := st.Copy(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	history[2] = append([]uint32(nil), history[0]...)
+	if err := st.Truncate(1, 1); err != nil {
+		t.Fatal(err)
+	}
+	history[1] = history[1][:1]
+	step(mc.AppendRow{Seq: 2, Tokens: []uint32{318}}, mc.AppendRow{Seq: 1, Tokens: []uint32{262, 257}})
+	if _, err := st.Append(mc.AppendRequest{Rows: []mc.AppendRow{{Seq: 3, Tokens: []uint32{1}}}}); !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Fatalf("sequence id 3 of 3: %v", err)
+	}
+	if err := st.Copy(2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Remove(0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := st.Len(0); n != 0 {
+		t.Fatalf("a removed sequence holds %d tokens", n)
+	}
+	prompts := [][]uint32{{464, 2068, 7586}, {15496, 11}}
+	opts := mc.DefaultSampleOptions()
+	opts.MaxNewTokens, opts.StopAtEndOfText = 6, false
+	gens, err := c.SampleBatch(prompts, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range prompts {
+		alone, err := c.Sample(p, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(alone) != fmt.Sprint(gens[i].Tokens) || gens[i].Stop != mc.StopMaxTokens {
+			t.Fatalf("prompt %d: batched %v (%d), alone %v", i, gens[i].Tokens, gens[i].Stop, alone)
+		}
+	}
+	st.Close()
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Len(0); !errors.Is(err, mc.ErrClosed) {
+		t.Fatalf("a closed state: %v", err)
+	}
+}

@@ -30,7 +30,9 @@ export Context, MCError, Tensor, ForwardOutput, config_json, dim_size, weight, e
     decode_token, forward, activation, cview, revview, version, Edit, MC_EDIT_SET, MC_EDIT_SCALE,
     MC_EDIT_ADD, MC_EDIT_REPLACE, MC_LOGITS_ALL, MC_LOGITS_LAST, MC_LOGITS_NONE, Objective,
     objective_value, gradient, MC_OBJECTIVE_LOGIT, MC_OBJECTIVE_LOGIT_DIFF, MC_OBJECTIVE_LOG_PROB,
-    MC_OBJECTIVE_DIRECTION, MC_LAYER_ALL, MC_LAYER_NONE
+    MC_OBJECTIVE_DIRECTION, MC_LAYER_ALL, MC_LAYER_NONE, State, append_tokens!, copy_sequence!,
+    remove_sequence!, truncate_sequence!, sequence_length, sample_batch, MC_STOP_END_OF_TEXT,
+    MC_STOP_MAX_TOKENS, MC_STOP_WINDOW
 
 const LIB = get(ENV, "MODEL_CONTEXT_LIB", "libmodel_context")
 
@@ -50,6 +52,9 @@ const MC_OBJECTIVE_LOGIT = Int32(0)
 const MC_OBJECTIVE_LOGIT_DIFF = Int32(1)
 const MC_OBJECTIVE_LOG_PROB = Int32(2)
 const MC_OBJECTIVE_DIRECTION = Int32(3)
+const MC_STOP_END_OF_TEXT = Int32(0)
+const MC_STOP_MAX_TOKENS = Int32(1)
+const MC_STOP_WINDOW = Int32(2)
 
 """A failed call: the C function, its status (one per error class) and the library's message."""
 struct MCError <: Exception
@@ -501,6 +506,147 @@ function gradient(out::ForwardOutput, act, layer::Integer = MC_LAYER_NONE)
     check("mc_forward_output_grad", ccall((:mc_forward_output_grad, LIB), Int32,
         (Ptr{Cvoid}, Int32, Int32, Ref{Ptr{DLManagedTensorVersioned}}), out, a, layer, p))
     return from_versioned(p[])
+end
+
+# The C append request, field for field (filled by mc_append_request_init, then set).
+struct mc_append_request
+    struct_size::UInt32
+    token_type::Int32
+    seq_ids::Ptr{Int32}
+    n_seq_ids::Csize_t
+    tokens::Ptr{Cvoid}
+    n_tokens::Csize_t
+    offsets::Ptr{Csize_t}
+    n_offsets::Csize_t
+    activations::Ptr{Int32}
+    layers::Ptr{Int32}
+    n_activations::Csize_t
+    edits::Ptr{Cvoid}
+    n_edits::Csize_t
+    logits::Int32
+    reserved::UInt32
+end
+
+# The C sampling options, field for field (filled by mc_sample_options_init, then set).
+struct mc_sample_options
+    struct_size::UInt32
+    max_new_tokens::UInt32
+    stop_at_end_of_text::Bool
+    temperature::Float64
+    top_p::Float64
+    seed::UInt64
+    top_k::UInt32
+    reserved::UInt32
+end
+
+"""
+    State(ctx, n_seq_max)
+
+A decoding state (`mc_state_new`, docs/decoding.md): sequences `0 .. n_seq_max - 1` with their
+keys and values, so appending tokens costs only the new positions. Keeps the model alive after
+`close(ctx)`. Used by one task at a time. Free with `close` (or the finalizer).
+"""
+mutable struct State
+    ptr::Ptr{Cvoid}
+    function State(ctx::Context, n_seq_max::Integer)
+        out = Ref{Ptr{Cvoid}}(C_NULL)
+        check("mc_state_new", ccall((:mc_state_new, LIB), Int32, (Ptr{Cvoid}, Csize_t, Ref{Ptr{Cvoid}}),
+                                    ctx, n_seq_max, out))
+        return finalizer(close, new(out[]))
+    end
+end
+
+function Base.close(st::State)
+    if st.ptr != C_NULL
+        ccall((:mc_state_free, LIB), Cvoid, (Ptr{Cvoid},), st.ptr)
+        st.ptr = C_NULL
+    end
+    return nothing
+end
+
+function Base.unsafe_convert(::Type{Ptr{Cvoid}}, st::State)
+    st.ptr == C_NULL && throw(ArgumentError("the state is closed"))
+    return st.ptr
+end
+
+"""
+    append_tokens!(st, rows; keep = [], edits = Edit[], logits = MC_LOGITS_ALL)
+
+Appends each `seq => tokens` pair of `rows` to its sequence in one call (`mc_state_append`);
+the output covers the new positions, `[rows, T_max, ...]` in C order.
+"""
+function append_tokens!(st::State, rows::Vector{Pair{Int, Vector{UInt32}}}; keep = Tuple{Any, Integer}[],
+                        edits::Vector{Edit} = Edit[], logits::Integer = MC_LOGITS_ALL)
+    seqs = Int32[first(r) for r in rows]
+    tokens = reduce(vcat, [last(r) for r in rows]; init = UInt32[])
+    offsets = Csize_t[0; cumsum([length(last(r)) for r in rows])]
+    acts = Int32[a isa AbstractString ? activation(a) : Int32(a) for (a, _) in keep]
+    layers = Int32[l for (_, l) in keep]
+    init = Ref{mc_append_request}()
+    check("mc_append_request_init", ccall((:mc_append_request_init, LIB), Int32,
+        (Ref{mc_append_request}, Csize_t), init, sizeof(mc_append_request)))
+    cedits, keep_alive = c_edits(edits)
+    out = Ref{Ptr{Cvoid}}(C_NULL)
+    GC.@preserve seqs tokens offsets acts layers cedits keep_alive begin
+        req = mc_append_request(init[].struct_size, MC_TOKENS_UINT32, carray(seqs)..., carray(tokens)...,
+                                carray(offsets)..., carray(acts)[1], carray(layers)[1], length(acts),
+                                carray(cedits)..., logits, 0)
+        check("mc_state_append", ccall((:mc_state_append, LIB), Int32,
+            (Ptr{Cvoid}, Ref{mc_append_request}, Ref{Ptr{Cvoid}}), st, req, out))
+    end
+    return finalizer(close, ForwardOutput(out[]))
+end
+
+"""Makes sequence `dst` a copy of `src` (a fork; `mc_state_copy`)."""
+copy_sequence!(st::State, src::Integer, dst::Integer) =
+    check("mc_state_copy", ccall((:mc_state_copy, LIB), Int32, (Ptr{Cvoid}, Int32, Int32), st, src, dst))
+
+"""Empties a sequence (`mc_state_remove`)."""
+remove_sequence!(st::State, seq::Integer) =
+    check("mc_state_remove", ccall((:mc_state_remove, LIB), Int32, (Ptr{Cvoid}, Int32), st, seq))
+
+"""Keeps a sequence's first `n` tokens (`mc_state_truncate`)."""
+truncate_sequence!(st::State, seq::Integer, n::Integer) =
+    check("mc_state_truncate", ccall((:mc_state_truncate, LIB), Int32, (Ptr{Cvoid}, Int32, Int64), st, seq, n))
+
+"""How many tokens a sequence holds (`mc_state_length`)."""
+function sequence_length(st::State, seq::Integer)
+    n = Ref{Int64}(0)
+    check("mc_state_length", ccall((:mc_state_length, LIB), Int32, (Ptr{Cvoid}, Int32, Ref{Int64}), st, seq, n))
+    return n[]
+end
+
+"""
+    sample_batch(ctx, prompts; max_new_tokens = 16, temperature = 0.0, top_k = 0, top_p = 1.0,
+                 seeds = nothing, stop_at_end_of_text = true)
+
+Continues several prompts together on one decoding state (`mc_sample_batch`); returns one
+`(tokens, stop_reason)` per prompt, the reason one of the `MC_STOP_*` constants.
+"""
+function sample_batch(ctx::Context, prompts::Vector{Vector{UInt32}}; max_new_tokens::Integer = 16,
+                      temperature::Real = 0.0, top_k::Integer = 0, top_p::Real = 1.0, seeds = nothing,
+                      stop_at_end_of_text::Bool = true)
+    init = Ref{mc_sample_options}()
+    check("mc_sample_options_init", ccall((:mc_sample_options_init, LIB), Int32,
+        (Ref{mc_sample_options}, Csize_t), init, sizeof(mc_sample_options)))
+    o = Ref(mc_sample_options(init[].struct_size, max_new_tokens, stop_at_end_of_text, temperature, top_p,
+                              init[].seed, top_k, 0))
+    flat = reduce(vcat, prompts; init = UInt32[])
+    starts = Csize_t[0; cumsum(length.(prompts))]
+    seeds_c = seeds === nothing ? UInt64[] : Vector{UInt64}(seeds)
+    n = length(prompts)
+    tokens = Vector{UInt32}(undef, n * max_new_tokens + 1)
+    offsets = Vector{Csize_t}(undef, n + 1)
+    reasons = Vector{Int32}(undef, n + 1)
+    total = Ref{Csize_t}(0)
+    GC.@preserve flat starts seeds_c tokens offsets reasons begin
+        check("mc_sample_batch", ccall((:mc_sample_batch, LIB), Int32,
+            (Ptr{Cvoid}, Ptr{UInt32}, Csize_t, Ptr{Csize_t}, Csize_t, Ref{mc_sample_options}, Ptr{UInt64},
+             Csize_t, Ptr{UInt32}, Csize_t, Ptr{Csize_t}, Csize_t, Ptr{Int32}, Csize_t, Ref{Csize_t}),
+            ctx, carray(flat)..., pointer(starts), length(starts), o, carray(seeds_c)...,
+            pointer(tokens), n * max_new_tokens, pointer(offsets), length(offsets), pointer(reasons), n, total))
+    end
+    return [(tokens[offsets[i] + 1:offsets[i + 1]], reasons[i]) for i in 1:n]
 end
 
 end # module

@@ -10,11 +10,12 @@ use crate::activations::Activation;
 use crate::edits::{AxisSelection, Edit, EditOp};
 use crate::model::{ActivationKey, Experiment, ForwardInput, ForwardOutput, LogitsChoice, Start};
 use crate::objective::{Backward, Objective};
+use std::ffi::c_void;
 
 /// The result of `mc_forward` (opaque): logits and the requested activations.
 /// Free with `mc_forward_output_free`.
 pub struct mc_forward_output {
-    inner: ForwardOutput,
+    pub(crate) inner: ForwardOutput,
 }
 
 /// `request->n_tokens`, checked against `batch * seq_len` before a single id is read.
@@ -47,10 +48,18 @@ unsafe fn tokens_arg(r: &mc_forward_request) -> Result<Vec<i64>> {
         return Ok(Vec::new()); // a start residual makes the tokens optional
     }
     check_count(r.n_tokens, r, "n_tokens")?;
-    let n = r.n_tokens;
-    Ok(match r.token_type {
-        MC_TOKENS_INT64 => arg_slice(r.tokens as *const i64, n, "request->tokens")?.to_vec(),
-        MC_TOKENS_UINT32 => arg_slice(r.tokens as *const u32, n, "request->tokens")?
+    ids_arg_typed(r.tokens, r.n_tokens, r.token_type)
+}
+
+/// `n` token ids of `token_type` at `tokens`, as int64.
+pub(crate) unsafe fn ids_arg_typed(
+    tokens: *const c_void,
+    n: usize,
+    token_type: mc_token_type,
+) -> Result<Vec<i64>> {
+    Ok(match token_type {
+        MC_TOKENS_INT64 => arg_slice(tokens as *const i64, n, "request->tokens")?.to_vec(),
+        MC_TOKENS_UINT32 => arg_slice(tokens as *const u32, n, "request->tokens")?
             .iter()
             .map(|&t| t as i64)
             .collect(),
@@ -82,7 +91,7 @@ unsafe fn pad_arg(r: &mc_forward_request) -> Result<Option<Vec<bool>>> {
 
 /// Locations with their layers (`what` names the arrays); `MC_LAYER_ALL` is every layer the
 /// request runs (`run`).
-unsafe fn keys_arg(
+pub(crate) unsafe fn keys_arg(
     (acts, layers, n): (*const mc_activation, *const i32, usize),
     run: std::ops::Range<i64>,
     what: (&str, &str),
@@ -220,15 +229,15 @@ unsafe fn edit_arg(e: &mc_edit, i: usize) -> Result<Edit> {
 }
 
 /// The request's edits, read with the stride of their own `struct_size` (all equal).
-unsafe fn edits_arg(r: &mc_forward_request) -> Result<Vec<Edit>> {
-    if r.n_edits == 0 {
+pub(crate) unsafe fn edits_arg(edits: *const mc_edit, n_edits: usize) -> Result<Vec<Edit>> {
+    if n_edits == 0 {
         return Ok(Vec::new());
     }
-    let first = arg_ref(r.edits, "request->edits")?;
+    let first = arg_ref(edits, "request->edits")?;
     let stride = first.struct_size as usize;
-    (0..r.n_edits)
+    (0..n_edits)
         .map(|i| {
-            let p = (r.edits as *const u8).add(i * stride) as *const mc_edit;
+            let p = (edits as *const u8).add(i * stride) as *const mc_edit;
             let what = format!("request->edits[{i}]");
             if std::ptr::read_unaligned(p as *const u32) as usize != stride {
                 return Err(err(
@@ -241,27 +250,28 @@ unsafe fn edits_arg(r: &mc_forward_request) -> Result<Vec<Edit>> {
         .collect()
 }
 
-/// The request's experiment: edits, start, end and logits choice.
-unsafe fn experiment_arg(r: &mc_forward_request) -> Result<Experiment> {
-    let logits = match r.logits {
-        MC_LOGITS_ALL => LogitsChoice::All,
-        MC_LOGITS_LAST => LogitsChoice::Last,
-        MC_LOGITS_NONE => LogitsChoice::None,
-        l => {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "`request->logits` = {l} is out of range (MC_LOGITS_ALL .. MC_LOGITS_NONE)"
-                ),
-            ))
-        }
-    };
-    if r.reserved != 0 {
+/// A request's logits choice, and its `reserved` field (must be zero).
+pub(crate) fn logits_arg(l: mc_logits_choice, reserved: u32) -> Result<LogitsChoice> {
+    if reserved != 0 {
         return Err(err(
             ErrorKind::InvalidArgument,
-            format!("`request->reserved` = {} must be zero", r.reserved),
+            format!("`request->reserved` = {reserved} must be zero"),
         ));
     }
+    match l {
+        MC_LOGITS_ALL => Ok(LogitsChoice::All),
+        MC_LOGITS_LAST => Ok(LogitsChoice::Last),
+        MC_LOGITS_NONE => Ok(LogitsChoice::None),
+        l => Err(err(
+            ErrorKind::InvalidArgument,
+            format!("`request->logits` = {l} is out of range (MC_LOGITS_ALL .. MC_LOGITS_NONE)"),
+        )),
+    }
+}
+
+/// The request's experiment: edits, start, end and logits choice.
+unsafe fn experiment_arg(r: &mc_forward_request) -> Result<Experiment> {
+    let logits = logits_arg(r.logits, r.reserved)?;
     let start = match r.start_residual.is_null() {
         true => None,
         false => Some(Start {
@@ -270,7 +280,7 @@ unsafe fn experiment_arg(r: &mc_forward_request) -> Result<Experiment> {
         }),
     };
     Ok(Experiment {
-        edits: edits_arg(r)?,
+        edits: edits_arg(r.edits, r.n_edits)?,
         start,
         end_layer: (r.end_layer != 0).then_some(r.end_layer as i64),
         logits,

@@ -6,6 +6,8 @@ pub mod api;
 pub mod dlpack;
 pub mod forward;
 pub mod model;
+pub mod sample;
+pub mod state;
 pub mod status;
 pub mod tokens;
 
@@ -251,4 +253,44 @@ pub(crate) fn struct_defaults<T: AbiStruct>() -> T {
 /// `p` is non-NULL and valid for writes.
 pub(crate) unsafe fn write_out<T>(p: *mut T, value: T) {
     p.write(value)
+}
+
+/// Splits `ids` into `n_rows` rows at `offsets` (`n_rows + 1` entries: 0, non-decreasing, the
+/// last equal to `ids.len()`), the layout `mc_encode_batch` writes; `what` names the request.
+pub(crate) fn split_rows(
+    ids: &[i64],
+    offsets: &[usize],
+    n_rows: usize,
+    what: &str,
+) -> Result<Vec<Vec<i64>>> {
+    let bad = |m: String| Err(err(ErrorKind::InvalidArgument, format!("{what}: {m}")));
+    if n_rows == 0 {
+        return bad("no rows".into());
+    }
+    if offsets.len() != n_rows + 1 {
+        return bad(format!(
+            "{} offsets for {n_rows} rows (n_rows + 1 are needed)",
+            offsets.len()
+        ));
+    }
+    if offsets[0] != 0 || offsets[n_rows] != ids.len() {
+        return bad(format!(
+            "offsets run {} .. {}, but must run 0 .. {} (the number of tokens)",
+            offsets[0],
+            offsets[n_rows],
+            ids.len()
+        ));
+    }
+    if let Some(r) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        return bad(format!(
+            "offsets[{r}] = {} is above offsets[{}] = {}",
+            offsets[r],
+            r + 1,
+            offsets[r + 1]
+        ));
+    }
+    Ok(offsets
+        .windows(2)
+        .map(|w| ids[w[0]..w[1]].to_vec())
+        .collect())
 }

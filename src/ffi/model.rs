@@ -8,7 +8,7 @@ use super::status::mc_status;
 use super::*;
 use crate::activations::Activation;
 use crate::model::{ModelDType, ModelOptions};
-use crate::sampling::{sample, SampleOptions};
+use crate::sampling::SampleOptions;
 use std::ffi::c_void;
 
 /// An activation location: one of the `MC_ACT_*` constants (transformer-debugger's names).
@@ -232,6 +232,10 @@ pub struct mc_sample_options {
     pub top_p: f64,
     /// Seed of the sampler's random stream (ChaCha8); equal seeds give equal samples.
     pub seed: u64,
+    /// Keep the `top_k` most likely tokens before top-p; 0 (default) disables it.
+    pub top_k: u32,
+    /// Must be zero.
+    pub reserved: u32,
 }
 
 pub(crate) fn activation(a: mc_activation) -> Result<Activation> {
@@ -328,6 +332,8 @@ impl AbiStruct for mc_sample_options {
         (&raw mut (*p).temperature).write(d.temperature);
         (&raw mut (*p).top_p).write(d.top_p);
         (&raw mut (*p).seed).write(d.seed);
+        (&raw mut (*p).top_k).write(d.top_k as u32);
+        (&raw mut (*p).reserved).write(0);
     }
 }
 
@@ -495,67 +501,6 @@ pub unsafe extern "C" fn mc_activation_per_layer(act: mc_activation, out: *mut b
     guard(|| {
         arg_out(out, "out")?;
         write_out(out, activation(act)?.per_layer());
-        Ok(())
-    })
-}
-
-/// Continues `prompt` (`n_prompt` ids) with up to `opts->max_new_tokens` new tokens (only the
-/// new ones are written). Size probe: `tokens` NULL with `capacity` 0 gives `MC_OK` and
-/// `*n_tokens = max_new_tokens`; a capacity below it is `MC_ERR_BUFFER_TOO_SMALL` (nothing
-/// sampled). Decode the result with `mc_decode`. Thread-safe.
-///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, `prompt` NULL with `n_prompt` > 0),
-/// `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below the 0.2 size, an empty prompt, a
-/// temperature below 0 or `top_p` outside (0, 1]), `MC_ERR_TOKEN` (a prompt id outside the
-/// vocabulary), `MC_ERR_BUFFER_TOO_SMALL` (`capacity` below `max_new_tokens`: `*n_tokens` is
-/// `max_new_tokens`), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past the
-/// library's size of `opts`), the errors of `mc_forward`, `MC_ERR_PANIC`.
-///
-/// # Safety
-/// `prompt` valid for `n_prompt` ids; `tokens` NULL or valid for `capacity` ids; `opts` NULL
-/// or valid; `n_tokens` NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn mc_sample(
-    ctx: *const mc_context,
-    prompt: *const u32,
-    n_prompt: usize,
-    opts: *const mc_sample_options,
-    tokens: *mut u32,
-    capacity: usize,
-    n_tokens: *mut usize,
-) -> mc_status {
-    guard(|| {
-        arg_out(n_tokens, "n_tokens")?;
-        let ctx = ctx_arg(ctx)?;
-        let o = read_options(opts, "opts")?;
-        let need = o.max_new_tokens as usize;
-        if !super::tokens::fits(need, tokens, capacity, n_tokens, "tokens")? {
-            return Ok(()); // a size probe
-        }
-        let prompt: Vec<i64> = match n_prompt {
-            0 => Vec::new(),
-            n => std::slice::from_raw_parts(arg_ref(prompt, "prompt")?, n)
-                .iter()
-                .map(|&t| t as i64)
-                .collect(),
-        };
-        let stop_token = match o.stop_at_end_of_text {
-            true => Some(ctx.tokenizer()?.endoftext() as i64),
-            false => None,
-        };
-        let options = SampleOptions {
-            max_new_tokens: need,
-            temperature: o.temperature,
-            top_p: o.top_p,
-            seed: o.seed,
-            stop_token,
-        };
-        let model = ctx.get_or_create_model(None)?;
-        let new = sample(&model, &prompt, &options)?;
-        for (i, &t) in new.iter().enumerate() {
-            *tokens.add(i) = t as u32;
-        }
-        write_out(n_tokens, new.len());
         Ok(())
     })
 }

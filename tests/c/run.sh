@@ -52,6 +52,10 @@ check_output() {
     attribution)
       [ "$(grep -c '^neuron layer=' "$f")" = 10 ] || { echo "attribution printed no top ten" >&2; return 1; }
       need '^first-order check: .*: ok$' "$f" "the first-order check failed" ;;
+    decoding)
+      need '^decoding: 300 steps, .*: ok$' "$f" "decoding steps differ from the full pass" || return 1
+      need '^error MC_ERR_INVALID_ARGUMENT: append row 0: sequence id 4 is outside 0..4' "$f" "no error for a bad sequence id" || return 1
+      need '^sample_batch: 16 tokens' "$f" "mc_sample_batch" ;;
     test_*) need ' checks, 0 failed$' "$f" "$1 had failed checks" ;;
   esac
 }

@@ -201,7 +201,8 @@ int main(int argc, char **argv) {
   INIT_RULE(mc_forward_request, mc_forward_request_init, FORWARD_REQUEST_0_2);
   INIT_RULE(mc_edit, mc_edit_init, sizeof(mc_edit));
   INIT_RULE(mc_objective, mc_objective_init, sizeof(mc_objective));
-  INIT_RULE(mc_sample_options, mc_sample_options_init, sizeof(mc_sample_options));
+  INIT_RULE(mc_sample_options, mc_sample_options_init, offsetof(mc_sample_options, top_k));
+  INIT_RULE(mc_append_request, mc_append_request_init, sizeof(mc_append_request));
   mc_context *ctx = NULL;
   CHECK(mc_open(argv[1], "cpu", &ctx) == MC_OK);
   if (!ctx) return 1;

@@ -415,6 +415,46 @@ class Binding:
         self.close_output(out)
         return self.from_versioned(p.value), self.from_versioned(g.value)
 
+    def decoding(self, ctx):
+        """State(ctx, 3); append_tokens!(st, [0 => [464, 2068], 1 => [15496]]; logits =
+        MC_LOGITS_LAST); copy_sequence!, truncate_sequence!, sequence_length, remove_sequence!,
+        close; then sample_batch of two prompts, as the module's functions call them."""
+        st = ctypes.c_void_p()
+        self.check("mc_state_new", self.ffi("mc_state_new", ctx, 3, ctypes.byref(st)))
+        req_t = self.ffi.ctypes_structs["mc_append_request"]
+        req = req_t()
+        self.check("mc_append_request_init",
+                   self.ffi("mc_append_request_init", ctypes.byref(req), ctypes.sizeof(req_t)))
+        seqs, toks = (ctypes.c_int32 * 2)(0, 1), (ctypes.c_uint32 * 3)(464, 2068, 15496)
+        offs = (ctypes.c_size_t * 3)(0, 2, 3)
+        req.token_type = self.MC_TOKENS_UINT32
+        req.seq_ids, req.n_seq_ids = ctypes.cast(seqs, ctypes.c_void_p), 2
+        req.tokens, req.n_tokens = ctypes.cast(toks, ctypes.c_void_p), 3
+        req.offsets, req.n_offsets = ctypes.cast(offs, ctypes.c_void_p), 3
+        req.logits = 1
+        out = ctypes.c_void_p()
+        self.check("mc_state_append", self.ffi("mc_state_append", st, ctypes.byref(req), ctypes.byref(out)))
+        logits = self.activation(out, "logits", -1)
+        self.close_output(out)
+        self.check("mc_state_copy", self.ffi("mc_state_copy", st, 0, 2))
+        self.check("mc_state_truncate", self.ffi("mc_state_truncate", st, 2, 1))
+        n = ctypes.c_int64()
+        self.check("mc_state_length", self.ffi("mc_state_length", st, 2, ctypes.byref(n)))
+        self.check("mc_state_remove", self.ffi("mc_state_remove", st, 1))
+        self.ffi("mc_state_free", st)
+        opt_t = self.ffi.ctypes_structs["mc_sample_options"]
+        o = opt_t()
+        self.check("mc_sample_options_init", self.ffi("mc_sample_options_init", ctypes.byref(o), ctypes.sizeof(opt_t)))
+        o.max_new_tokens, o.stop_at_end_of_text = 4, False
+        prompts, starts = (ctypes.c_uint32 * 3)(464, 2068, 15496), (ctypes.c_size_t * 3)(0, 2, 3)
+        tokens, offsets = (ctypes.c_uint32 * 9)(), (ctypes.c_size_t * 3)()
+        reasons, total = (ctypes.c_int32 * 3)(), ctypes.c_size_t()
+        self.check("mc_sample_batch", self.ffi(
+            "mc_sample_batch", ctx, ctypes.cast(prompts, ctypes.c_void_p), 3, ctypes.cast(starts, ctypes.c_void_p), 3,
+            ctypes.byref(o), None, 0, ctypes.cast(tokens, ctypes.c_void_p), 8, ctypes.cast(offsets, ctypes.c_void_p),
+            3, ctypes.cast(reasons, ctypes.c_void_p), 2, ctypes.byref(total)))
+        return logits, n.value, total.value, list(reasons)[:2]
+
     def close_output(self, out):
         self.ffi("mc_forward_output_free", out)
 
@@ -522,7 +562,7 @@ class JuliaABI(unittest.TestCase):
         with open(MODULE) as f:
             structs = julia_structs(f.read())
         for name in ("mc_forward_request", "DLManagedTensorVersioned", "mc_edit", "mc_axis_selection",
-                     "mc_objective"):
+                     "mc_objective", "mc_append_request", "mc_sample_options"):
             fields = structs[name]
             size, offsets = c_layout(name, [f for f, _ in fields])
             self.assertEqual((size, offsets), julia_layout(fields), f"{name} layout")
@@ -542,7 +582,7 @@ class JuliaABI(unittest.TestCase):
         self.check_tour(ffi)
         # Every deleter ran exactly once, once the arrays are gone.
         gc.collect()
-        self.assertEqual(len(DLPackJl.deleted), 8)  # three weights, three activations, objective, gradient
+        self.assertEqual(len(DLPackJl.deleted), 9)  # 3 weights, 3 activations, objective, gradient, logits
         self.assertEqual(set(DLPackJl.deleted), {1}, DLPackJl.deleted)
 
     def check_tour(self, ffi):
@@ -552,10 +592,13 @@ class JuliaABI(unittest.TestCase):
         self.assertEqual(b.objective_init().struct_size, 88)
         ctx = b.context(DEMO, "cpu")
         value, grad = b.attribution(ctx, [464, 3139, 286, 4881, 318, 262], 6342, 3576, "mlp.post_act")
-        b.close(ctx)
         self.assertEqual(value.shape, [1])
         self.assertEqual(grad.shape[:2], [1, 6])
         self.assertGreater(float(np.abs(grad.cview()).max()), 0.0)
+        logits, kept, total, reasons = b.decoding(ctx)
+        self.assertEqual(logits.shape[:2], [2, 1])
+        self.assertEqual((kept, total, reasons), (1, 8, [1, 1]))
+        b.close(ctx)
         self.assertIn("check logits == resid.post_ln_f @ unembedding: ok", lines)
         self.assertIn('tokens "Hello, world" -> [15496,11,995]', lines)
         self.assertTrue(any(line.startswith("error mc_open(/no/such/model): MC_ERR_NOT_FOUND: /no/such/model")
