@@ -860,28 +860,6 @@ impl Model {
             .f_le_tensor(&limit)
     }
 
-    /// Each row's cached keys (or values) `[P_row, heads, d]` followed by the new ones
-    /// `[batch, T, heads, d]`, zero-padded to `[batch, S, heads, d]`.
-    fn with_past(
-        &self,
-        rows: &[(Tensor, Tensor)],
-        new: &Tensor,
-        values: bool,
-        s: i64,
-    ) -> TchResult<Tensor> {
-        let size = new.size();
-        let (b, t) = (size[0], size[1]);
-        let all = Tensor::f_zeros([b, s, size[2], size[3]], (new.kind(), new.device()))?;
-        for (row, (k, v)) in rows.iter().enumerate() {
-            let cached = if values { v } else { k };
-            let p = cached.size()[0];
-            let dst = all.f_get(row as i64)?;
-            dst.f_narrow(0, 0, p)?.f_copy_(cached)?;
-            dst.f_narrow(0, p, t)?.f_copy_(&new.f_get(row as i64)?)?;
-        }
-        Ok(all)
-    }
-
     fn block(&self, layer: i64, x: Tensor, mask: &Tensor, hooks: &mut Hooks) -> TchResult<Tensor> {
         use Activation::*;
         let c = &self.config;
@@ -906,22 +884,17 @@ impl Model {
         let q = hooks.at(AttnQ, l, proj("q_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
         let k = hooks.at(AttnK, l, proj("k_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
         let v = hooks.at(AttnV, l, proj("v_proj", dv)?)?;
-        let (k, v) = match hooks.past {
-            None => (k, v),
-            Some(p) => {
-                let rows = &p.layers[layer as usize];
-                let s = p.attended(t);
-                hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
-                (
-                    self.with_past(rows, &k, false, s)?,
-                    self.with_past(rows, &v, true, s)?,
-                )
-            }
-        };
+        let past = hooks.past.map(|p| (p, &p.layers[layer as usize]));
+        if past.is_some() {
+            hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
+        }
         // [B, H, T, S]; edits see [B, T, S, H] before the masks, which are applied after them.
-        let raw = q
-            .f_permute([0, 2, 1, 3])?
-            .f_matmul(&k.f_permute([0, 2, 3, 1])?)?;
+        let raw = match past {
+            None => q
+                .f_permute([0, 2, 1, 3])?
+                .f_matmul(&k.f_permute([0, 2, 3, 1])?)?,
+            Some((p, rows)) => scores_after(rows, &q, &k, p.attended(t))?,
+        };
         let raw = hooks.edit_heads_last(AttnQkLogits, l, raw)?;
         let logits = raw.f_masked_fill(&mask.f_logical_not()?, f64::NEG_INFINITY)?;
         let logits = hooks.tap(AttnQkLogits, l, logits, true)?;
@@ -930,9 +903,12 @@ impl Model {
             .f_to_dtype(x.kind(), false, false)?;
         let probs = hooks.edit_heads_last(AttnQkProbs, l, probs)?;
         let probs = hooks.tap(AttnQkProbs, l, probs, true)?;
-        let v_out = probs
-            .f_matmul(&v.f_permute([0, 2, 1, 3])?)?
-            .f_permute([0, 2, 1, 3])?;
+        let v_out = match past {
+            None => probs
+                .f_matmul(&v.f_permute([0, 2, 1, 3])?)?
+                .f_permute([0, 2, 1, 3])?,
+            Some((_, rows)) => values_after(rows, &probs, &v)?,
+        };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
         let delta_attn = v_out.f_reshape([b, t, heads * dv])?.f_linear(
             self.lp(layer, "attn.out_proj.weight")?,
@@ -1002,6 +978,45 @@ fn missing_layer(e: crate::error::Error, key: &str, config: &Config) -> crate::e
         }
         _ => e,
     }
+}
+
+/// Attention scores after a past `[B, H, T, S]`: each row's new queries against its cached
+/// keys (read in place, never copied) and then its new keys, zero-padded to `S` (the mask
+/// hides the padding). `rows` holds each row's cached `(keys, values)` `[P, H, d]`.
+fn scores_after(rows: &[(Tensor, Tensor)], q: &Tensor, k: &Tensor, s: i64) -> TchResult<Tensor> {
+    let per_row = rows
+        .iter()
+        .enumerate()
+        .map(|(b, (kp, _))| {
+            let qb = q.f_get(b as i64)?.f_permute([1, 0, 2])?; // [H, T, d]
+            let cached = qb.f_matmul(&kp.f_permute([1, 2, 0])?)?; // [H, T, P]
+            let new = qb.f_matmul(&k.f_get(b as i64)?.f_permute([1, 2, 0])?)?; // [H, T, T]
+            let both = Tensor::f_cat(&[cached, new], 2)?;
+            let room = s - both.size()[2];
+            both.f_constant_pad_nd([0, room].as_slice())
+        })
+        .collect::<TchResult<Vec<_>>>()?;
+    Tensor::f_stack(&per_row, 0)
+}
+
+/// The attention output after a past `[B, T, H, dv]`: each row's probabilities over its
+/// cached positions times its cached values, plus over its new positions times the new values.
+fn values_after(rows: &[(Tensor, Tensor)], probs: &Tensor, v: &Tensor) -> TchResult<Tensor> {
+    let t = v.size()[1];
+    let per_row = rows
+        .iter()
+        .enumerate()
+        .map(|(b, (_, vp))| {
+            let pb = probs.f_get(b as i64)?; // [H, T, S]
+            let p = vp.size()[0];
+            let cached = pb.f_narrow(2, 0, p)?.f_matmul(&vp.f_permute([1, 0, 2])?)?;
+            let new = pb
+                .f_narrow(2, p, t)?
+                .f_matmul(&v.f_get(b as i64)?.f_permute([1, 0, 2])?)?;
+            cached.f_add(&new)?.f_permute([1, 0, 2]) // [T, H, dv]
+        })
+        .collect::<TchResult<Vec<_>>>()?;
+    Tensor::f_stack(&per_row, 0)
 }
 
 /// Each row's last non-padding position `[batch]` (0 for a row of padding only).

@@ -634,3 +634,54 @@ fn bad_edits_have_their_status_and_name_the_field() {
     );
     unsafe { mc_free(ctx) };
 }
+
+/// A decoding state keeps the model alive: freeing the context first is allowed, and the
+/// state still appends; a call on a state never reads a freed context.
+#[test]
+fn a_state_outlives_its_context() {
+    use model_context::ffi::state::*;
+    let dir = common::data_dir(
+        "MC_DEMO_DIR",
+        "data/demo",
+        "scripts/make_checkpoint.py --preset demo",
+    );
+    let path = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let mut ctx = null_mut();
+    assert_eq!(
+        unsafe { mc_open(path.as_ptr(), c"cpu".as_ptr(), &mut ctx) },
+        MC_OK
+    );
+    let mut st = null_mut();
+    assert_eq!(
+        unsafe { mc_state_new(ctx, 2, &mut st) },
+        MC_OK,
+        "{}",
+        last_error()
+    );
+    unsafe { mc_free(ctx) };
+    let mut req: mc_append_request = common::init(mc_append_request_init);
+    let (seq, tokens, offsets) = ([1i32], [464i64, 2068], [0usize, 2]);
+    req.seq_ids = seq.as_ptr();
+    req.n_seq_ids = 1;
+    req.tokens = tokens.as_ptr() as *const _;
+    req.n_tokens = 2;
+    req.offsets = offsets.as_ptr();
+    req.n_offsets = 2;
+    let mut out = null_mut();
+    assert_eq!(
+        unsafe { mc_state_append(st, &req, &mut out) },
+        MC_OK,
+        "{}",
+        last_error()
+    );
+    unsafe { mc_forward_output_free(out) };
+    let mut n = 0i64;
+    assert_eq!(unsafe { mc_state_length(st, 1, &mut n) }, MC_OK);
+    assert_eq!(n, 2);
+    assert_eq!(
+        unsafe { mc_state_length(st, -1, &mut n) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("negative"));
+    unsafe { mc_state_free(st) };
+}

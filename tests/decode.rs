@@ -532,3 +532,70 @@ fn a_token_costs_the_documented_bytes() {
     assert_eq!(st.bytes_per_token(), c.n_layers * 2 * c.d_model * 4);
     let _ = Activation::Logits;
 }
+
+/// An edit during an append is part of the cached history: a later token sees the edited
+/// key, exactly as a full pass with the same edit at that absolute position does.
+#[test]
+fn an_edited_key_is_what_later_tokens_attend_to() {
+    let m = model_on("e24_l3_h3", Device::Cpu);
+    let prompt = vec![464, 2068, 7586, 21831];
+    let edit = |position: i64| Edit {
+        location: AttnK,
+        layer: Some(0),
+        selection: vec![AxisSelection::All, AxisSelection::Indices(vec![position])],
+        op: EditOp::Scale(3.0),
+    };
+    let mut st = DecodeState::new(m.clone(), 1).unwrap();
+    let x = Experiment {
+        edits: vec![edit(2)],
+        ..Default::default()
+    };
+    st.append(
+        &[Append {
+            seq: 0,
+            tokens: prompt.clone(),
+        }],
+        &[],
+        &x,
+    )
+    .unwrap();
+    let next = st
+        .append(
+            &[Append {
+                seq: 0,
+                tokens: vec![18045],
+            }],
+            &[],
+            &Experiment::default(),
+        )
+        .unwrap();
+    let got = cpu(&next.logits.unwrap().tensor.get(0).get(0));
+    let whole: Vec<i64> = prompt.iter().copied().chain([18045]).collect();
+    let input = ForwardInput {
+        tokens: whole.clone(),
+        batch: 1,
+        seq_len: 5,
+        pad: None,
+    };
+    let full_x = Experiment {
+        edits: vec![edit(2)],
+        ..Default::default()
+    };
+    let want = cpu(&m
+        .forward_with(&input, &[], &full_x)
+        .unwrap()
+        .logits
+        .unwrap()
+        .tensor
+        .get(0)
+        .get(4));
+    assert!(
+        max_abs(&got, &want) <= 1e-4,
+        "the edited key was not cached"
+    );
+    let (plain, _) = full(&m, &whole, &[]);
+    assert!(
+        max_abs(&got, &plain.get(4)) > 1e-3,
+        "the edit changed nothing"
+    );
+}
