@@ -43,4 +43,14 @@ static inline void check(mc_status s, const char *what) {
     exit(1);
   }
 }
+/* Seconds for one mc_forward of `r` (output freed). */
+static inline double forward_seconds(mc_context *ctx, const mc_forward_request *r) {
+  mc_forward_output *out = NULL;
+  double t0 = now();
+  check(mc_forward(ctx, r, &out), "mc_forward");
+  double dt = now() - t0;
+  mc_forward_output_free(out);
+  return dt;
+}
+
 #endif

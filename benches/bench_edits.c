@@ -30,22 +30,13 @@ static const DLManagedTensorVersioned *borrow(borrowed *b, float *data, int ndim
   return &b->m;
 }
 
-static double forward(mc_context *ctx, const mc_forward_request *r) {
-  mc_forward_output *out = NULL;
-  double t0 = now();
-  check(mc_forward(ctx, r, &out), "mc_forward");
-  double dt = now() - t0;
-  mc_forward_output_free(out);
-  return dt;
-}
-
 /* The three requests' medians, their reps interleaved so that drift on a shared machine
  * (frequency, other load) falls on all three alike. */
 static void timed(mc_context *ctx, const mc_forward_request *r, int reps, double *median_s) {
   double *t = calloc((size_t)(3 * reps), sizeof *t);
-  for (int k = 0; k < 3; k++) forward(ctx, &r[k]); /* warm-up */
+  for (int k = 0; k < 3; k++) forward_seconds(ctx, &r[k]); /* warm-up */
   for (int i = 0; i < reps; i++)
-    for (int k = 0; k < 3; k++) t[k * reps + i] = forward(ctx, &r[k]);
+    for (int k = 0; k < 3; k++) t[k * reps + i] = forward_seconds(ctx, &r[k]);
   for (int k = 0; k < 3; k++) median_s[k] = median(t + k * reps, reps);
   free(t);
 }

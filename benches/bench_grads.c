@@ -11,15 +11,6 @@
 
 enum { B = 8, T = 128 };
 
-static double run(mc_context *ctx, const mc_forward_request *r) {
-  mc_forward_output *out = NULL;
-  double t0 = now();
-  check(mc_forward(ctx, r, &out), "mc_forward");
-  double dt = now() - t0;
-  mc_forward_output_free(out);
-  return dt;
-}
-
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
   int reps = atoi(argv[2]);
@@ -53,9 +44,9 @@ int main(int argc, char **argv) {
   r[1].grad_layers = &every;
   r[1].n_grads = 1;
   double *t = calloc((size_t)(2 * reps), sizeof *t);
-  for (int k = 0; k < 2; k++) run(ctx, &r[k]); /* warm-up */
+  for (int k = 0; k < 2; k++) forward_seconds(ctx, &r[k]); /* warm-up */
   for (int i = 0; i < reps; i++)
-    for (int k = 0; k < 2; k++) t[k * reps + i] = run(ctx, &r[k]);
+    for (int k = 0; k < 2; k++) t[k * reps + i] = forward_seconds(ctx, &r[k]);
   printf("{\"impl\": \"c-api\", \"forward\": %.6f, \"forward_backward\": %.6f}\n",
          median(t, reps), median(t + reps, reps));
   free(t);

@@ -7,7 +7,8 @@ use tch::{Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
 
-/// The scalar of each row; positions are per row, -1 meaning the row's last non-padding one.
+/// The scalar of each row; positions are per row, -1 meaning the row's last non-padding one
+/// (an empty list: -1 for every row).
 #[derive(Debug)]
 pub enum Objective {
     /// The logit of `tokens[row]` at `positions[row]`.
@@ -68,9 +69,12 @@ pub fn row_lengths(pad: Option<&[bool]>, batch: i64, t: i64) -> Vec<i64> {
     }
 }
 
-/// Positions with -1 resolved to each row's last non-padding position; each must be a
-/// non-padding position of its row.
+/// Positions with -1 resolved to each row's last non-padding position (no positions at all:
+/// -1 for every row); each must be a non-padding position of its row.
 pub fn resolve_positions(positions: &[i64], lengths: &[i64]) -> Result<Vec<i64>> {
+    if positions.is_empty() {
+        return resolve_positions(&vec![-1; lengths.len()], lengths);
+    }
     check_len(positions, lengths.len() as i64, "positions")?;
     positions
         .iter()

@@ -21,19 +21,8 @@ fn golden() -> (PathBuf, Value) {
     (dir, m)
 }
 
-/// `MC_EDIT_GOLDEN_ONLY=<model>/<input>` keeps one model's cases for one input (the GPU
-/// bundle carries only those); unset, every case runs.
 fn selected(model: &Value, case: &Value) -> bool {
-    match std::env::var("MC_EDIT_GOLDEN_ONLY") {
-        Ok(only) => {
-            only == format!(
-                "{}/{}",
-                model["name"].as_str().unwrap(),
-                case["input"].as_str().unwrap()
-            )
-        }
-        Err(_) => true,
-    }
+    common::selected("MC_EDIT_GOLDEN_ONLY", model, case)
 }
 
 /// Every case: the logits and each edited location's captured value within `tol` of the

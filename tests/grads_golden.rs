@@ -103,16 +103,8 @@ fn cpu(t: &Tensor) -> Tensor {
     t.to_device(tch::Device::Cpu)
 }
 
-/// `MC_GRAD_GOLDEN_ONLY=<model>/<input>` keeps one model's cases for one input (the GPU
-/// bundle carries only those); unset, every case runs.
 fn selected(model: &Value, case: &Value) -> bool {
-    std::env::var("MC_GRAD_GOLDEN_ONLY").map_or(true, |only| {
-        only == format!(
-            "{}/{}",
-            model["name"].as_str().unwrap(),
-            case["input"].as_str().unwrap()
-        )
-    })
+    common::selected("MC_GRAD_GOLDEN_ONLY", model, case)
 }
 
 /// Largest |got - want| relative to the largest |want| (1 where want is all zeros).

@@ -146,8 +146,7 @@ unsafe fn backward_arg(
         };
     }
     let o = read_request(r.objective, "objective")?;
-    let last = vec![-1; r.batch.clamp(0, i32::MAX as i64) as usize];
-    let positions = || ids_arg(o.positions, o.n_positions, "positions", last.clone());
+    let positions = || ids_arg(o.positions, o.n_positions, "positions", Vec::new());
     let tokens = || ids_arg(o.tokens, o.n_tokens, "tokens", Vec::new());
     let objective = match o.kind {
         MC_OBJECTIVE_LOGIT => Objective::Logit {

@@ -150,8 +150,7 @@ pub unsafe extern "C" fn mc_sample_batch(
         let n = n_prompt_offsets.saturating_sub(1);
         let rows = split_rows(&ids, starts, n, "prompts")?;
         let need = n.saturating_mul(o.max_new_tokens as usize);
-        for (have, what) in [(n_offsets, "n_offsets"), (n_reasons, "n_reasons")] {
-            let want = if what == "n_offsets" { n + 1 } else { n };
+        for (have, want, what) in [(n_offsets, n + 1, "n_offsets"), (n_reasons, n, "n_reasons")] {
             if have < want {
                 return Err(err(
                     ErrorKind::InvalidArgument,

@@ -194,3 +194,15 @@ pub fn padded(rows: &[&[i64]]) -> model_context::model::ForwardInput {
         pad: pad.iter().any(|&p| p).then_some(pad),
     }
 }
+
+/// `<ENV>=<model>/<input>` keeps one model's cases for one input (the GPU bundle carries only
+/// those); unset, every case runs.
+pub fn selected(env: &str, model: &Value, case: &Value) -> bool {
+    std::env::var(env).map_or(true, |only| {
+        only == format!(
+            "{}/{}",
+            model["name"].as_str().unwrap(),
+            case["input"].as_str().unwrap()
+        )
+    })
+}
