@@ -7,7 +7,7 @@
  *
  * A batch FILE is: u64 count, count x u64 lengths, then the texts back to back (little-endian).
  * Prints one JSON line: the best wall time over REPS, the bytes and the tokens. IDS_OUT gets the
- * ids (u32 LE) so the Python side can compare them with tiktoken's. Threads: RAYON_NUM_THREADS.
+ * ids (u32 LE) so the Python side can compare them with tiktoken's. Threads: MC_TOKENIZER_THREADS.
  */
 #include "bench_common.h"
 

@@ -4,7 +4,7 @@ same generated text (about 8 MB: English prose, source code, CJK, emoji and comb
 digits, whitespace, a few <|endoftext|>), for r50k_base (= gpt2's ranks), cl100k_base and
 o200k_base:
 
-  encode 1 thread   mc_encode of the whole text with RAYON_NUM_THREADS=1, against Python's
+  encode 1 thread   mc_encode of the whole text with MC_TOKENIZER_THREADS=1, against Python's
                     enc.encode(text, allowed_special={"<|endoftext|>"}) (single-threaded)
   encode all cores  mc_encode of the whole text (the library cuts long texts at boundaries
                     the pattern never merges across and encodes the parts on all cores)
@@ -16,7 +16,7 @@ o200k_base:
                     1 MB too when 64 KB shows it can finish (tiktoken 0.12's merge is quadratic
                     in the length of one piece: 1 MB would take minutes there)
 
-  scaling           mc_encode_batch and mc_encode with RAYON_NUM_THREADS = 1, 2, 4, ... cores
+  scaling           mc_encode_batch and mc_encode with MC_TOKENIZER_THREADS = 1, 2, 4, ... cores
 
 Ids are checked equal to Python's for every encoding before any time is reported. Best of
 --reps runs for each. Usage: bench_tokens.py [--mb 8] [--reps 5] [--no-build] [--exe PATH]
@@ -83,7 +83,7 @@ def best(f, reps):
 def run_c(exe, enc, mode, path, reps, ids_out=None, threads=None):
     env = dict(os.environ)
     if threads:
-        env["RAYON_NUM_THREADS"] = str(threads)
+        env["MC_TOKENIZER_THREADS"] = str(threads)
     args = [exe, enc, mode, path, str(reps)] + ([ids_out] if ids_out else [])
     return json.loads(subprocess.run(args, check=True, capture_output=True, text=True, env=env).stdout)
 
@@ -150,7 +150,7 @@ def main():
         for case, c, p in cases:
             print(f"| {name} | {case} | {mb / c:.1f} | {mb / p:.1f} | {p / c:.2f}x |")
     threads = sorted({t for t in (1, 2, 4, 8, 16, 32, 64) if t <= cores} | {cores})
-    print(f"\nscaling with threads (RAYON_NUM_THREADS), MB/s:")
+    print(f"\nscaling with threads (MC_TOKENIZER_THREADS), MB/s:")
     print("| encoding | call | " + " | ".join(f"{t} thr" for t in threads) + " |")
     print("|---|---|" + "---:|" * len(threads))
     for name, _, mb, _ in rows:

@@ -107,6 +107,12 @@ typedef struct DLManagedTensorVersioned {
 #define MC_VERSION_PATCH 0
 
 /*
+ The most bytes a JSON file of a checkpoint (`config.json`, a shard index) may hold: GPT-2's
+ are a few KiB, so a larger one is refused before it is read into memory.
+ */
+#define MAX_JSON_BYTES (16 << 20)
+
+/*
  An open model context (opaque). Create with `mc_open` / `mc_open_ex`, free with `mc_free`.
  */
 typedef struct mc_context mc_context;
@@ -914,7 +920,8 @@ mc_status mc_open(const char *model,
  Errors: `MC_ERR_NULL_ARGUMENT` (`model`, `out`), `MC_ERR_INVALID_ARGUMENT` (a string not
  UTF-8, an unknown device string, `opts->struct_size` below the 0.2 size), `MC_ERR_NOT_FOUND`
  (no such folder or file; offline and not cached), `MC_ERR_IO`, `MC_ERR_FORMAT` (config.json
- malformed or missing a key), `MC_ERR_UNSUPPORTED` (a config the layout cannot represent, an
+ malformed, over 16 MiB, or claiming more layers than a local folder's pieces or weight file
+ hold), `MC_ERR_UNSUPPORTED` (a config the layout cannot represent, an
  unknown tiktoken encoding, a non-zero byte past the library's size of `opts`),
  `MC_ERR_DEVICE` (the device is absent), `MC_ERR_NETWORK` (a remote config could not be
  fetched), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
@@ -1009,8 +1016,9 @@ MC_API mc_status mc_dim_size(const struct mc_context *ctx, mc_dimension dim, int
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`loc`, `layer` or
  `normalize_dim` out of range or not fitting the location, a bad device string),
  `MC_ERR_NOT_FOUND` (a piece missing from the checkpoint), `MC_ERR_IO`, `MC_ERR_FORMAT` /
- `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file),
- `MC_ERR_SHAPE` (a piece whose shape disagrees with the config), `MC_ERR_DEVICE`,
+ `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file, or a
+ piece whose shape disagrees with the config: the message names the config keys), `MC_ERR_SHAPE`
+ (a piece's head axis that the head count does not divide), `MC_ERR_DEVICE`,
  `MC_ERR_NETWORK` (a remote piece), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, or a
  stored dtype DLPack cannot carry), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
 
@@ -1577,8 +1585,9 @@ MC_API const char *mc_status_name(mc_status status);
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, or `text` NULL with `text_len` > 0),
  `MC_ERR_INVALID_ARGUMENT` (not UTF-8; the message gives the offset of the first bad byte),
- `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may
- run concurrently with any call on the same context except `mc_free`.
+ `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_OUT_OF_MEMORY` (the working buffer),
+ `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+ context except `mc_free`.
 
  # Safety
  `ctx` is NULL or a live context; `text` is NULL or valid for `text_len` bytes; `tokens` is
@@ -1603,8 +1612,9 @@ mc_status mc_encode(const struct mc_context *ctx,
  `MC_ERR_BUFFER_TOO_SMALL`, the length, `bytes` untouched).
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`, or `tokens` NULL with `n` > 0),
- `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may
- run concurrently with any call on the same context except `mc_free`.
+ `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_OUT_OF_MEMORY` (the working buffer),
+ `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+ context except `mc_free`.
 
  # Safety
  `ctx` is NULL or a live context; `tokens` is NULL or valid for `n` reads; `bytes` is NULL or
@@ -1625,8 +1635,8 @@ mc_status mc_decode(const struct mc_context *ctx,
 
  `bytes`: caller-owned, `capacity` bytes; `*n_bytes` receives the length; size probe as for
  `mc_decode`. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`), `MC_ERR_TOKEN`,
- `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call
- on the same context except `mc_free`.
+ `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. Nothing to free.
+ Thread-safe: may run concurrently with any call on the same context except `mc_free`.
 
  # Safety
  `ctx` is NULL or a live context; `bytes` is NULL or valid for `capacity` writes; `n_bytes`
@@ -1670,7 +1680,8 @@ mc_status mc_encode_token_str(const struct mc_context *ctx,
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `offsets`, `n_bytes`, or `tokens` NULL with `n` > 0),
  `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL` (`bytes` too small: `*n_bytes` is the length
- needed; or `n_offsets` below `n + 1`: nothing written), `MC_ERR_PANIC`. Nothing to free.
+ needed; or `n_offsets` below `n + 1`: nothing written), `MC_ERR_OUT_OF_MEMORY`,
+ `MC_ERR_PANIC`. Nothing to free.
  Thread-safe: may run concurrently with any call on the same context except `mc_free`.
 
  # Safety
@@ -1696,8 +1707,8 @@ mc_status mc_decode_token_list(const struct mc_context *ctx,
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, or `texts`, `text_lens` or `tokens` NULL with `n` >
  0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
- `MC_ERR_TOKEN`, `MC_ERR_PANIC`. Thread-safe: may run concurrently with any call on the same
- context except `mc_free`.
+ `MC_ERR_TOKEN`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. Thread-safe: may run concurrently
+ with any call on the same context except `mc_free`.
 
  # Safety
  `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n` reads,
@@ -1729,9 +1740,9 @@ mc_status mc_encode_token_str_list(const struct mc_context *ctx,
  with `n_texts` > 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT`
  (not UTF-8, with the offset), `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL` (`tokens` too small:
  `*n_tokens` is the count needed; or `n_offsets` below `n_texts + 1`: nothing written),
- `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
- context except `mc_free`; the work runs on a process-wide pool of one thread per core
- (`RAYON_NUM_THREADS` overrides its size).
+ `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+ context except `mc_free`; the work runs on threads that live only for the call, one per
+ core (`MC_TOKENIZER_THREADS` caps their number).
 
  # Safety
  `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n_texts`

@@ -307,7 +307,10 @@ impl StandardModelContext {
         if let Some(p) = self.lock_pieces().get(key) {
             return Ok(p.clone());
         }
-        let record = Arc::new(self.source.load_piece(key)?);
+        let record = self.source.load_piece(key)?;
+        let origin = self.source.location();
+        crate::layout::check(self.config(), self.n_vocab, key, &record.shape, &origin)?;
+        let record = Arc::new(record);
         Ok(self
             .lock_pieces()
             .entry(key.to_string())

@@ -34,23 +34,12 @@ pub fn convert_to_tdb(
         .map_err(|e| err(ErrorKind::Io, format!("{}: {e}", pieces_dir.display())))?;
     let n_vocab = encoding::n_vocab(&config.enc)?;
     let count = layout::piece_count(config);
-    for (i, (key, shape)) in layout::pieces(config, n_vocab).enumerate() {
-        let (key, shape) = (&key, &shape);
+    for (i, (key, _)) in layout::pieces(config, n_vocab).enumerate() {
+        let key = &key;
         on_piece(key, i, count);
         let rec = source.load_piece(key)?;
-        let ok =
-            rec.shape == *shape || (layout::may_broadcast(key) && rec.shape.len() <= shape.len());
-        if !ok {
-            return Err(err(
-                ErrorKind::Shape,
-                format!(
-                    "{}: piece `{key}` has shape {:?}, expected {shape:?}",
-                    source.location(),
-                    rec.shape
-                ),
-            ));
-        }
-        let bytes = rec.to_contiguous_bytes();
+        layout::check(config, n_vocab, key, &rec.shape, &source.location())?;
+        let bytes = rec.try_contiguous_bytes()?;
         save_tensor(
             &pieces_dir.join(format!("{key}.pt")),
             rec.dtype,

@@ -38,3 +38,13 @@ impl Dimension {
         })
     }
 }
+
+/// Whether a tensor of shape `from` broadcasts to `to` (numpy's rules).
+pub fn broadcasts(from: &[i64], to: &[i64]) -> bool {
+    from.len() <= to.len()
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(f, t)| *f == 1 || f == t)
+}

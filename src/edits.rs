@@ -1,6 +1,7 @@
 //! Edits of activations during a forward pass (ablate, scale, steer, patch), checked against
 //! the request before any work and applied where each activation is produced, in list order.
 use crate::activations::Activation;
+use crate::dims::broadcasts;
 use crate::error::{err, ErrorKind, Result};
 use tch::{Kind, Tensor};
 
@@ -160,14 +161,4 @@ impl Edit {
             })
             .collect()
     }
-}
-
-/// Whether a tensor of shape `from` broadcasts to `to` (numpy's rules).
-pub fn broadcasts(from: &[i64], to: &[i64]) -> bool {
-    from.len() <= to.len()
-        && from
-            .iter()
-            .rev()
-            .zip(to.iter().rev())
-            .all(|(f, t)| *f == 1 || f == t)
 }

@@ -45,6 +45,22 @@ pub fn err(kind: ErrorKind, message: impl Into<String>) -> Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// An empty vector with room for `n` items, or `OutOfMemory` naming `what` and the bytes: the
+/// one way an allocation sized by input is made, so that it fails as an error, not an abort.
+pub fn vec_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        err(
+            ErrorKind::OutOfMemory,
+            format!(
+                "cannot allocate {n} {what} ({} bytes)",
+                n.saturating_mul(std::mem::size_of::<T>())
+            ),
+        )
+    })?;
+    Ok(v)
+}
+
 impl From<FormatError> for Error {
     fn from(e: FormatError) -> Self {
         let kind = match e.kind {
@@ -54,6 +70,7 @@ impl From<FormatError> for Error {
             FormatKind::Forbidden => ErrorKind::Forbidden,
             FormatKind::Unsupported => ErrorKind::Unsupported,
             FormatKind::Shape => ErrorKind::Shape,
+            FormatKind::OutOfMemory => ErrorKind::OutOfMemory,
         };
         Error::new(kind, e.message)
     }

@@ -1,49 +1,134 @@
 //! The TDB state-dict layout (spec section 1): every piece's key and expected shape, derived
 //! from the config, so model creation and converters check pieces against one table.
 use crate::config::Config;
+use crate::dims::broadcasts;
+use crate::error::{err, ErrorKind, Result};
 
-/// Per-layer piece suffixes (under `xf_layers.{i}.`) and their shapes.
-fn per_layer(c: &Config) -> [(&'static str, Vec<i64>); 16] {
-    let (d, qk, v, ff) = (c.d_model, c.d_attn_qk(), c.d_attn_v(), c.d_ff());
-    [
-        ("ln_1.weight", vec![d]),
-        ("ln_1.bias", vec![d]),
-        ("attn.q_proj.weight", vec![qk, d]),
-        ("attn.q_proj.bias", vec![qk]),
-        ("attn.k_proj.weight", vec![qk, d]),
-        ("attn.k_proj.bias", vec![qk]),
-        ("attn.v_proj.weight", vec![v, d]),
-        ("attn.v_proj.bias", vec![v]),
-        ("attn.out_proj.weight", vec![d, v]),
-        ("attn.out_proj.bias", vec![d]),
-        ("ln_2.weight", vec![d]),
-        ("ln_2.bias", vec![d]),
-        ("mlp.in_layer.weight", vec![ff, d]),
-        ("mlp.in_layer.bias", vec![ff]),
-        ("mlp.out_layer.weight", vec![d, ff]),
-        ("mlp.out_layer.bias", vec![d]),
-    ]
+/// A size a config claims, from which piece shapes are derived: one row per size says how
+/// it is computed and which config keys it comes from (named when a piece disagrees).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    Vocab,
+    Context,
+    Width,
+    AttnQk,
+    AttnV,
+    Mlp,
+}
+
+impl Size {
+    /// Its value under config `c`.
+    pub fn of(self, c: &Config, n_vocab: i64) -> i64 {
+        match self {
+            Size::Vocab => n_vocab,
+            Size::Context => c.ctx_window,
+            Size::Width => c.d_model,
+            Size::AttnQk => c.d_attn_qk(),
+            Size::AttnV => c.d_attn_v(),
+            Size::Mlp => c.d_ff(),
+        }
+    }
+
+    /// The TDB config keys it is computed from.
+    pub fn keys(self) -> &'static str {
+        match self {
+            Size::Vocab => "enc",
+            Size::Context => "ctx_window",
+            Size::Width => "d_model",
+            Size::AttnQk | Size::AttnV => "d_model * m_attn",
+            Size::Mlp => "d_model * m_mlp",
+        }
+    }
+}
+
+use Size::*;
+
+/// Per-layer piece suffixes (under `xf_layers.{i}.`) and the sizes of their axes.
+const PER_LAYER: [(&str, &[Size]); 16] = [
+    ("ln_1.weight", &[Width]),
+    ("ln_1.bias", &[Width]),
+    ("attn.q_proj.weight", &[AttnQk, Width]),
+    ("attn.q_proj.bias", &[AttnQk]),
+    ("attn.k_proj.weight", &[AttnQk, Width]),
+    ("attn.k_proj.bias", &[AttnQk]),
+    ("attn.v_proj.weight", &[AttnV, Width]),
+    ("attn.v_proj.bias", &[AttnV]),
+    ("attn.out_proj.weight", &[Width, AttnV]),
+    ("attn.out_proj.bias", &[Width]),
+    ("ln_2.weight", &[Width]),
+    ("ln_2.bias", &[Width]),
+    ("mlp.in_layer.weight", &[Mlp, Width]),
+    ("mlp.in_layer.bias", &[Mlp]),
+    ("mlp.out_layer.weight", &[Width, Mlp]),
+    ("mlp.out_layer.bias", &[Width]),
+];
+/// The pieces before the layers, and after them.
+const HEAD: [(&str, &[Size]); 2] = [
+    ("tok_embed.weight", &[Vocab, Width]),
+    ("pos_embed.weight", &[Context, Width]),
+];
+const TAIL: [(&str, &[Size]); 3] = [
+    ("final_ln.weight", &[Width]),
+    ("final_ln.bias", &[Width]),
+    ("unembed.weight", &[Vocab, Width]),
+];
+
+fn shape(sizes: &[Size], c: &Config, n_vocab: i64) -> Vec<i64> {
+    sizes.iter().map(|s| s.of(c, n_vocab)).collect()
 }
 
 /// Every piece of a checkpoint with its expected shape, in state-dict order. Lazy: a config
 /// that claims a huge layer count costs nothing until its pieces are read (and fail).
 pub fn pieces(c: &Config, n_vocab: i64) -> impl Iterator<Item = (String, Vec<i64>)> + '_ {
-    let d = c.d_model;
-    let head = [
-        ("tok_embed.weight".to_string(), vec![n_vocab, d]),
-        ("pos_embed.weight".to_string(), vec![c.ctx_window, d]),
-    ];
+    let fixed = |table: &'static [(&'static str, &'static [Size])]| {
+        table
+            .iter()
+            .map(move |(k, sizes)| (k.to_string(), shape(sizes, c, n_vocab)))
+    };
     let layers = (0..c.n_layers).flat_map(move |i| {
-        per_layer(c)
-            .into_iter()
-            .map(move |(k, s)| (format!("xf_layers.{i}.{k}"), s))
+        PER_LAYER
+            .iter()
+            .map(move |(k, sizes)| (format!("xf_layers.{i}.{k}"), shape(sizes, c, n_vocab)))
     });
-    let tail = [
-        ("final_ln.weight".to_string(), vec![d]),
-        ("final_ln.bias".to_string(), vec![d]),
-        ("unembed.weight".to_string(), vec![n_vocab, d]),
-    ];
-    head.into_iter().chain(layers).chain(tail)
+    fixed(&HEAD).chain(layers).chain(fixed(&TAIL))
+}
+
+/// The sizes of a piece's axes, None for a key outside the layout.
+pub fn sizes(key: &str) -> Option<&'static [Size]> {
+    let find = |table: &'static [(&'static str, &'static [Size])], name: &str| {
+        table.iter().find(|(k, _)| *k == name).map(|(_, s)| *s)
+    };
+    match layer_of(key) {
+        Some(_) => find(&PER_LAYER, key.splitn(3, '.').nth(2)?),
+        None => find(&HEAD, key).or_else(|| find(&TAIL, key)),
+    }
+}
+
+/// Checks a piece's stored shape against what the config claims. A disagreement is a false
+/// claim (`Format`) naming the config keys of the axes that differ and the shape found.
+pub fn check(c: &Config, n_vocab: i64, key: &str, stored: &[i64], origin: &str) -> Result<()> {
+    let Some(sizes) = sizes(key) else {
+        return Ok(());
+    };
+    let expected = shape(sizes, c, n_vocab);
+    let broadcast = may_broadcast(key) && broadcasts(stored, &expected);
+    if stored == expected.as_slice() || broadcast {
+        return Ok(());
+    }
+    let claims: Vec<String> = sizes
+        .iter()
+        .zip(&expected)
+        .enumerate()
+        .filter(|&(i, (_, want))| stored.len() != expected.len() || stored.get(i) != Some(want))
+        .map(|(_, (size, want))| format!("`{}` = {want}", size.keys()))
+        .collect();
+    Err(err(
+        ErrorKind::Format,
+        format!(
+            "{origin}: piece `{key}` has shape {stored:?}, but the config claims {expected:?} ({})",
+            claims.join(", ")
+        ),
+    ))
 }
 
 /// How many pieces `pieces` yields (saturating: only for progress reports).

@@ -23,6 +23,7 @@ pub mod ffi;
 pub mod layout;
 pub mod model;
 pub mod objective;
+pub mod parallel;
 pub mod source;
 pub mod tensor;
 pub mod tokenizer;

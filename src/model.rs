@@ -5,8 +5,9 @@
 use crate::activations::Activation;
 use crate::config::Config;
 use crate::device::Device;
+use crate::dims::broadcasts;
 use crate::dims::Dimension;
-use crate::edits::{broadcasts, Edit, EditOp};
+use crate::edits::{Edit, EditOp};
 use crate::error::{err, ErrorKind, Result};
 use crate::layout;
 use crate::objective::{self, Backward, Objective};
@@ -164,17 +165,9 @@ impl Model {
     ) -> Result<Model> {
         device.check_available()?;
         let mut params = HashMap::new();
-        for (key, shape) in layout::pieces(config, n_vocab) {
+        for (key, _) in layout::pieces(config, n_vocab) {
             let piece = load(&key).map_err(|e| missing_layer(e, &key, config))?;
-            let stored = piece.shape();
-            let ok =
-                stored == shape || (layout::may_broadcast(&key) && broadcasts(&stored, &shape));
-            if !ok {
-                return Err(err(
-                    ErrorKind::Shape,
-                    format!("piece `{key}`: expected shape {shape:?} but got {stored:?}"),
-                ));
-            }
+            layout::check(config, n_vocab, &key, &piece.shape(), "model creation")?;
             let param = if piece.tensor.kind() == Kind::Float && device == Device::Cpu {
                 piece
             } else {

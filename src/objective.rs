@@ -165,8 +165,10 @@ pub fn log_prob_targets(
     t: i64,
 ) -> Result<(Vec<i64>, Vec<bool>)> {
     let n = lengths.len() * t as usize;
-    let mut ids = vec![0i64; n];
-    let mut counted = vec![false; n];
+    let mut ids = crate::error::vec_with_capacity(n, "target ids")?;
+    ids.resize(n, 0i64);
+    let mut counted = crate::error::vec_with_capacity(n, "target flags")?;
+    counted.resize(n, false);
     for (row, &len) in lengths.iter().enumerate() {
         for pos in 0..len {
             let i = row * t as usize + pos as usize;

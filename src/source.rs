@@ -13,6 +13,47 @@ use model_context_formats::{load_tensor, TensorRecord};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The most bytes a JSON file of a checkpoint (`config.json`, a shard index) may hold: GPT-2's
+/// are a few KiB, so a larger one is refused before it is read into memory.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// The text of a checkpoint's JSON file, read only if it is at most `MAX_JSON_BYTES` long: a
+/// missing file is `NotFound`, a larger one or one that is not UTF-8 `Format`, memory the
+/// allocator refuses `OutOfMemory`.
+pub fn read_json_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let shown = path.display();
+    let io_err = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => err(ErrorKind::NotFound, format!("{shown}: missing")),
+        std::io::ErrorKind::InvalidData => {
+            err(ErrorKind::Format, format!("{shown}: not UTF-8 text"))
+        }
+        std::io::ErrorKind::OutOfMemory => err(ErrorKind::OutOfMemory, format!("{shown}: {e}")),
+        _ => err(ErrorKind::Io, format!("{shown}: {e}")),
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    if len > MAX_JSON_BYTES {
+        return Err(err(
+            ErrorKind::Format,
+            format!("{shown}: {len} bytes, more than the {MAX_JSON_BYTES} a checkpoint's JSON file may hold"),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io_err)?;
+    if text.len() as u64 > MAX_JSON_BYTES {
+        return Err(err(
+            ErrorKind::Format,
+            format!(
+                "{shown}: grew past the {MAX_JSON_BYTES} bytes a checkpoint's JSON file may hold"
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 /// A download progress callback: `(what, bytes_done, bytes_total)`, where `what` names the
 /// file (e.g. "piece `tok_embed.weight`") and the total is None when the server sent no
 /// length. Called on the thread that fetches, at the start, about every MiB, and at the end.
@@ -143,17 +184,7 @@ impl LocalTdb {
             ));
         }
         let path = root.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => err(
-                ErrorKind::NotFound,
-                format!("{}: missing config.json", path.display()),
-            ),
-            std::io::ErrorKind::InvalidData => err(
-                ErrorKind::Format,
-                format!("{}: not UTF-8 text", path.display()),
-            ),
-            _ => err(ErrorKind::Io, format!("{}: {e}", path.display())),
-        })?;
+        let text = read_json_text(&path)?;
         let config = Config::from_json(&text, &path.display().to_string())?;
         Ok(LocalTdb {
             root: root.to_path_buf(),

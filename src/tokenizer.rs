@@ -24,16 +24,17 @@
 //! Parallelism: a long text is cut at positions where every one of the three expressions is
 //! certain to end a piece (an ASCII letter followed by a space: letters are only ever matched by
 //! runs that stop at a non-letter, and no piece crosses from a letter into a space), the parts
-//! are encoded on rayon's pool and concatenated, so the result is the sequential one. The batch
-//! call encodes texts on the pool. `RAYON_NUM_THREADS` sets the pool's size.
+//! are encoded on threads that live for the call (`crate::parallel`) and concatenated, so the
+//! result is the sequential one. The batch call spreads texts over such threads.
+//! `MC_TOKENIZER_THREADS` caps their number.
 //!
 //! Errors: text that is not UTF-8 is `InvalidArgument` with the offset of the first bad byte;
 //! a disallowed special token, a token id outside the vocabulary (at or above n_vocab, or one of
 //! the unused ids below it) and a string that is not exactly one token are `Token` errors.
 use crate::encoding;
-use crate::error::{err, ErrorKind, Result};
+use crate::error::{err, vec_with_capacity, ErrorKind, Result};
+use crate::parallel;
 use once_cell::sync::{Lazy, OnceCell};
-use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use std::collections::BinaryHeap;
 
@@ -120,6 +121,12 @@ fn internal(name: &str, what: impl std::fmt::Display) -> crate::error::Error {
     )
 }
 
+/// The bytes of a decode-table span, `None` for an unused id.
+#[inline]
+fn span_bytes(bytes: &[u8], (start, len): (u32, u32)) -> Option<&[u8]> {
+    (len != GAP).then(|| &bytes[start as usize..start as usize + len as usize])
+}
+
 impl Tokenizer {
     /// Builds the tokenizer of a known encoding (an unknown name lists the known ones). Takes
     /// a fraction of a second; `shared` builds each encoding once per process.
@@ -134,29 +141,10 @@ impl Tokenizer {
             other => return Err(internal(other, "no tiktoken-rs constructor")),
         };
         let core = core.map_err(|e| internal(encoding_name, e))?;
-        let mut specials: Vec<(String, Rank)> = Vec::new();
-        for s in core.special_tokens() {
-            match core.encode_with_special_tokens(s).as_slice() {
-                [id] => specials.push((s.to_string(), *id)),
-                ids => {
-                    return Err(internal(
-                        encoding_name,
-                        format!("special token {s} encodes to {ids:?}"),
-                    ))
-                }
-            }
-        }
-        specials.sort();
-        let endoftext = specials
-            .iter()
-            .find(|(s, _)| s == ENDOFTEXT)
-            .map(|(_, id)| *id)
-            .ok_or_else(|| internal(encoding_name, "no <|endoftext|>"))?;
         // The vocabulary is every id tiktoken-rs can decode; n_vocab (max id + 1) must agree
         // with the encoding table. Probe a margin above it to prove nothing lies beyond.
         let mut bytes = Vec::new();
         let mut spans = Vec::with_capacity(n_vocab as usize);
-        let mut mergeable = Vec::with_capacity(n_vocab as usize);
         let mut max_id = None;
         for id in 0..n_vocab + 4096 {
             let Ok(b) = core.decode_bytes(&[id]) else {
@@ -166,13 +154,9 @@ impl Tokenizer {
                 continue;
             };
             max_id = Some(id);
-            if id >= n_vocab {
-                continue;
-            }
-            spans.push((bytes.len() as u32, b.len() as u32));
-            bytes.extend_from_slice(&b);
-            if !specials.iter().any(|(_, s)| *s == id) {
-                mergeable.push(id);
+            if id < n_vocab {
+                spans.push((bytes.len() as u32, b.len() as u32));
+                bytes.extend_from_slice(&b);
             }
         }
         if max_id.map(|m| m + 1) != Some(n_vocab) {
@@ -183,6 +167,32 @@ impl Tokenizer {
                 ),
             ));
         }
+        // A special token is the one id whose bytes are its text (found by decoding: encoding
+        // through tiktoken-rs would leave a thread handle in the caller's thread-locals).
+        let mut specials: Vec<(String, Rank)> = Vec::new();
+        for s in core.special_tokens() {
+            let ids: Vec<Rank> = (0..n_vocab)
+                .filter(|&id| span_bytes(&bytes, spans[id as usize]) == Some(s.as_bytes()))
+                .collect();
+            match ids.as_slice() {
+                [id] => specials.push((s.to_string(), *id)),
+                ids => {
+                    return Err(internal(
+                        encoding_name,
+                        format!("special token {s} is the text of ids {ids:?}"),
+                    ))
+                }
+            }
+        }
+        specials.sort();
+        let endoftext = specials
+            .iter()
+            .find(|(s, _)| s == ENDOFTEXT)
+            .map(|(_, id)| *id)
+            .ok_or_else(|| internal(encoding_name, "no <|endoftext|>"))?;
+        let mergeable: Vec<Rank> = (0..n_vocab)
+            .filter(|&id| spans[id as usize].1 != GAP && !specials.iter().any(|(_, s)| *s == id))
+            .collect();
         let ranks = RankTable::build(&bytes, &spans, &mergeable);
         if (0..=255u8).any(|b| ranks.get(&bytes, &[b]).is_none()) {
             return Err(internal(encoding_name, "a single byte is not a token"));
@@ -256,10 +266,13 @@ impl Tokenizer {
     /// Encodes many texts on all cores; the result is exactly that of encoding each alone. The
     /// first failing text (lowest index) fails the call, its index in the message.
     pub fn encode_batch<T: AsRef<[u8]> + Sync>(&self, texts: &[T]) -> Result<Vec<Vec<Rank>>> {
-        let results: Vec<Result<Vec<Rank>>> = texts
-            .par_iter()
-            .map(|t| self.encode_bytes(t.as_ref()))
-            .collect();
+        let total: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let encode = |t: &T| self.encode_bytes(t.as_ref());
+        let results: Vec<Result<Vec<Rank>>> = if total < PARALLEL_MIN_BYTES {
+            texts.iter().map(encode).collect()
+        } else {
+            parallel::map(texts, encode)
+        };
         results
             .into_iter()
             .enumerate()
@@ -269,9 +282,13 @@ impl Tokenizer {
 
     /// The exact bytes of a list of ids (Python's `decode_bytes`).
     pub fn decode(&self, tokens: &[Rank]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(tokens.len() * 4);
+        let mut total = 0usize;
         for (i, &t) in tokens.iter().enumerate() {
-            out.extend_from_slice(self.token_bytes(t, Some(i))?);
+            total = total.saturating_add(self.token_bytes(t, Some(i))?.len());
+        }
+        let mut out = vec_with_capacity(total, "bytes of decoded text")?;
+        for &t in tokens {
+            out.extend_from_slice(self.token_bytes(t, None)?);
         }
         Ok(out)
     }
@@ -323,12 +340,11 @@ impl Tokenizer {
 
     #[inline]
     fn token_bytes(&self, token: Rank, index: Option<usize>) -> Result<&[u8]> {
-        if let Some(&(start, len)) = self.spans.get(token as usize) {
-            if len != GAP {
-                return Ok(&self.bytes[start as usize..start as usize + len as usize]);
-            }
+        match self.spans.get(token as usize) {
+            Some(&span) => span_bytes(&self.bytes, span),
+            None => None,
         }
-        Err(self.bad_token(token, index))
+        .ok_or_else(|| self.bad_token(token, index))
     }
 
     #[cold]
@@ -363,10 +379,12 @@ impl Tokenizer {
     fn encode_impl(&self, text: &str, parallel: bool) -> Result<Vec<Rank>> {
         let segments = self.segments(text)?;
         let bytes = text.as_bytes();
-        let parallel =
-            parallel && bytes.len() >= PARALLEL_MIN_BYTES && rayon::current_num_threads() > 1;
+        let threads = parallel::threads();
+        let parallel = parallel && bytes.len() >= PARALLEL_MIN_BYTES && threads > 1;
         if !parallel {
-            let mut out = Vec::with_capacity(bytes.len() / 4 + 1);
+            // At most one id per byte: reserved once (untouched pages cost nothing), so the
+            // output never grows and a text too large for memory is an error, not an abort.
+            let mut out = vec_with_capacity(bytes.len() + 1, "token ids")?;
             for (i, &(a, b)) in segments.iter().enumerate() {
                 if i > 0 {
                     out.push(self.endoftext);
@@ -376,7 +394,6 @@ impl Tokenizer {
             return Ok(out);
         }
         // (segment start, segment end, part start, part end, endoftext before the part)
-        let threads = rayon::current_num_threads();
         let part_len = PART_MIN_BYTES.max(bytes.len() / (threads * 4));
         let mut parts: Vec<(usize, usize, usize, usize, bool)> = Vec::new();
         for (i, &(a, b)) in segments.iter().enumerate() {
@@ -398,18 +415,16 @@ impl Tokenizer {
                 }
             }
         }
-        let encoded: Vec<Vec<Rank>> = parts
-            .par_iter()
-            .map(|&(a, b, from, to, eot)| {
-                let mut v = Vec::with_capacity((to - from) / 4 + 2);
-                if eot {
-                    v.push(self.endoftext);
-                }
-                self.encode_ordinary_into(&bytes[a..b], from, to, &mut v);
-                v
-            })
-            .collect();
-        let mut out = Vec::with_capacity(encoded.iter().map(Vec::len).sum());
+        let encoded = parallel::map(&parts, |&(a, b, from, to, eot)| {
+            let mut v = vec_with_capacity(to - from + 1, "token ids")?;
+            if eot {
+                v.push(self.endoftext);
+            }
+            self.encode_ordinary_into(&bytes[a..b], from, to, &mut v);
+            Ok(v)
+        });
+        let encoded = encoded.into_iter().collect::<Result<Vec<Vec<Rank>>>>()?;
+        let mut out = vec_with_capacity(encoded.iter().map(Vec::len).sum(), "token ids")?;
         for v in encoded {
             out.extend_from_slice(&v);
         }

@@ -352,14 +352,27 @@ fn bad_pieces_fail_cleanly_and_leave_the_handle_usable() {
     );
     expect_err(
         get(ctx, MC_WEIGHT_ATTN_TO_QUERY, 0, MC_DIM_NONE, None),
-        MC_ERR_SHAPE,
-        &["q_proj", "[32]"],
+        MC_ERR_FORMAT,
+        &[
+            "q_proj",
+            "has shape [32]",
+            "claims [32, 32]",
+            "`d_model * m_attn` = 32",
+        ],
     );
-    expect_err(
-        get(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_NONE, None),
-        MC_ERR_SHAPE,
-        &["[50257, 32]", "[16, 32]"],
-    );
+    // A shape that disagrees with the config is a false claim: the message names the key of
+    // the axis that differs (the vocabulary comes from `enc`), not the one that agrees.
+    let (s, msg) = get(ctx, MC_WEIGHT_EMBEDDING, MC_LAYER_NONE, MC_DIM_NONE, None)
+        .err()
+        .unwrap();
+    assert_eq!(s, MC_ERR_FORMAT, "{msg}");
+    for part in [
+        "has shape [16, 32]",
+        "claims [50257, 32]",
+        "(`enc` = 50257)",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
     assert_usable(ctx);
     unsafe { mc_free(ctx) };
 }

@@ -133,7 +133,7 @@ fn texts() -> Vec<Vec<u8>> {
         "  leading spaces\r\nand\u{0301} marks   "
             .as_bytes()
             .to_vec(),
-        // Long enough for the encoder's parallel path (rayon's pool, shared by every caller).
+        // Long enough for the encoder's parallel path (threads of its own for each call).
         prose.repeat(1500).into_bytes(),
     ]
 }

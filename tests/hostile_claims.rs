@@ -12,6 +12,7 @@ use model_context::ffi::forward::*;
 use model_context::ffi::model::*;
 use model_context::ffi::sample::*;
 use model_context::ffi::status::*;
+use model_context::ffi::tokens::mc_decode;
 use serde_json::Value;
 use std::ffi::{CStr, CString};
 use std::os::unix::process::CommandExt;
@@ -32,17 +33,23 @@ fn last_error() -> String {
     }
 }
 
+/// A status's name and, for an error, the thread's message.
+fn outcome(s: i32) -> (String, String) {
+    let name = unsafe { CStr::from_ptr(mc_status_name(s)) }
+        .to_string_lossy()
+        .into_owned();
+    let msg = if s == MC_OK {
+        String::new()
+    } else {
+        last_error()
+    };
+    (name, msg)
+}
+
 /// The child's calls, one line each: `call status message`.
 fn child_calls(dir: &str) {
     let say = |call: &str, s: i32| {
-        let msg = if s == MC_OK {
-            String::new()
-        } else {
-            last_error()
-        };
-        let name = unsafe { CStr::from_ptr(mc_status_name(s)) }
-            .to_string_lossy()
-            .into_owned();
+        let (name, msg) = outcome(s);
         println!("{call} {name} {msg}");
     };
     let mut ctx = null_mut();
@@ -110,19 +117,43 @@ fn child_oom(dir: &str) {
         );
         let mut out = null_mut();
         let s = unsafe { mc_forward(ctx, &r, &mut out) };
-        let name = unsafe { CStr::from_ptr(mc_status_name(s)) }
-            .to_string_lossy()
-            .into_owned();
-        let msg = if s == MC_OK {
-            String::new()
-        } else {
-            last_error()
-        };
+        let (name, msg) = outcome(s);
         println!(
             "forward.{batch} {name} {}",
             msg.lines().next().unwrap_or("")
         );
         unsafe { mc_forward_output_free(out) };
+    }
+    // Decoding 40 million copies of the longest gpt2 token needs gigabytes more than the
+    // limit: refused as out of memory (after the ids are checked), then a small decode works.
+    let longest = (0..50257u32)
+        .max_by_key(|&id| {
+            let mut n = 0usize;
+            unsafe { mc_decode(ctx, &id, 1, null_mut(), 0, &mut n) };
+            n
+        })
+        .unwrap();
+    let mut n = 0usize;
+    unsafe { mc_decode(ctx, &longest, 1, null_mut(), 0, &mut n) };
+    for count in [40_000_000usize, 3] {
+        let ids = vec![longest; count];
+        let mut buf = vec![0u8; 3 * n];
+        let mut written = 0usize;
+        let s = unsafe {
+            mc_decode(
+                ctx,
+                ids.as_ptr(),
+                count,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut written,
+            )
+        };
+        let (name, msg) = outcome(s);
+        println!(
+            "decode.{count} {name} {} bytes={written} token_bytes={n}",
+            msg.lines().next().unwrap_or("")
+        );
     }
     unsafe { mc_free(ctx) };
 }
@@ -274,7 +305,8 @@ fn lying_configs_get_errors_within_the_valid_checkpoints_limits() {
     .join("tied_f32")
     .join("hf_safetensors");
     let tmp = tempfile::tempdir().unwrap();
-    let mut variants: Vec<(String, PathBuf)> = Vec::new();
+    // Each variant with the config keys it lies about: its first error must name one.
+    let mut variants: Vec<(String, PathBuf, Vec<&str>)> = Vec::new();
     for (layout, valid, keys) in [
         (
             "tdb",
@@ -300,6 +332,7 @@ fn lying_configs_get_errors_within_the_valid_checkpoints_limits() {
                 variants.push((
                     name.clone(),
                     variant(valid, tmp.path(), &name, &[(key, v.into())]),
+                    vec![key],
                 ));
             }
         }
@@ -317,6 +350,7 @@ fn lying_configs_get_errors_within_the_valid_checkpoints_limits() {
                 &name,
                 &[(layers, (1i64 << 40).into()), (width, (1i64 << 20).into())],
             ),
+            vec![layers, width],
         ));
     }
     // What the calls need on the valid checkpoints, plus a margin, is every variant's limit.
@@ -334,7 +368,7 @@ fn lying_configs_get_errors_within_the_valid_checkpoints_limits() {
         limit = limit.max(run.limit());
     }
     eprintln!("address-space limit per variant: {} MiB", limit >> 20);
-    for (name, dir) in &variants {
+    for (name, dir, keys) in &variants {
         let run = run_child(dir, limit);
         assert!(run.ok, "{name}: the child aborted, crashed or hit a limit");
         assert!(run.elapsed < TIME_LIMIT, "{name}: took {:?}", run.elapsed);
@@ -360,6 +394,17 @@ fn lying_configs_get_errors_within_the_valid_checkpoints_limits() {
                 "{name}: {f}"
             );
         }
+        // A false claim is a format error (a vocabulary the encoding cannot have, unsupported)
+        // that names the key.
+        let first = failures[0];
+        assert!(
+            first.contains(" MC_ERR_FORMAT ") || first.contains(" MC_ERR_UNSUPPORTED "),
+            "{name}: {first}"
+        );
+        assert!(
+            keys.iter().any(|k| first.contains(k)),
+            "{name}: the first error names none of {keys:?}: {first}"
+        );
         eprintln!(
             "{name}: {} calls, first failure: {}",
             calls.len(),
@@ -392,5 +437,16 @@ fn a_request_past_the_address_space_is_out_of_memory_and_the_context_recovers() 
         "{big}"
     );
     let small = run.lines.iter().find(|l| l.contains("forward.1 ")).unwrap();
+    assert!(small.contains(" MC_OK"), "{small}");
+    let big = run
+        .lines
+        .iter()
+        .find(|l| l.contains("decode.40000000 "))
+        .unwrap();
+    assert!(
+        big.contains(" MC_ERR_OUT_OF_MEMORY ") && big.contains("bytes of decoded text"),
+        "{big}"
+    );
+    let small = run.lines.iter().find(|l| l.contains("decode.3 ")).unwrap();
     assert!(small.contains(" MC_OK"), "{small}");
 }

@@ -174,28 +174,30 @@ fn hf_configs_and_files_the_layout_cannot_represent_are_named() {
             &[&format!("`{field}`"), "config.json"],
         );
     }
-    // More layers than the file has: the missing tensor and the piece that needs it.
+    // More layers than the file has: a false claim, caught at open from the file's tensor
+    // list, naming the key and the layers found.
     let d = copy_folder(&hf, false);
     edit_config(d.path(), |c| {
         c.insert("n_layer".into(), 3.into());
     });
-    let ctx = open_ctx(d.path());
-    ctx.get_weight(WeightLocation::AttnToQuery, Some(1), None, None)
-        .unwrap();
-    let e = ctx
-        .get_weight(WeightLocation::AttnToQuery, Some(2), None, None)
+    let opts = OpenOptions {
+        device: Some(model_context::Device::Cpu),
+        ..Default::default()
+    };
+    let e = StandardModelContext::open(d.path().to_str().unwrap(), &opts)
         .err()
-        .unwrap();
+        .expect("a claim of 3 layers over a file of 2");
     expect(
         &e,
-        ErrorKind::NotFound,
+        ErrorKind::Format,
         &[
-            "h.2.attn.c_attn.weight",
-            "xf_layers.2.attn.q_proj.weight",
-            "model.safetensors",
+            "n_layers = 3",
+            "`n_layer`",
+            "2 layer(s)",
+            "xf_layers.2.ln_1.weight",
         ],
     );
-    // A wider context than the file's position embedding: both shapes and the key.
+    // A wider context than the file's position embedding: a false claim, both shapes and the key.
     let d = copy_folder(&hf, false);
     edit_config(d.path(), |c| {
         c.insert("n_positions".into(), 128.into());
@@ -207,8 +209,13 @@ fn hf_configs_and_files_the_layout_cannot_represent_are_named() {
         .unwrap();
     expect(
         &e,
-        ErrorKind::Shape,
-        &["wpe.weight", "[64, 32]", "[128, 32]"],
+        ErrorKind::Format,
+        &[
+            "wpe.weight",
+            "[64, 32]",
+            "claims [128, 32]",
+            "(`n_positions` = 128)",
+        ],
     );
     // Untied without lm_head.weight in the file.
     let d = copy_folder(&hf, false);
@@ -366,4 +373,26 @@ fn an_empty_path_and_an_unparsable_config_say_so() {
         ErrorKind::Format,
         &["config.json: not valid JSON", "line 1 column 2"],
     );
+}
+
+/// A config.json larger than any checkpoint's is refused before it is read into memory, in a
+/// TDB folder and a Hugging Face one alike.
+#[test]
+fn a_config_past_the_json_limit_is_refused_unread() {
+    let limit = model_context::source::MAX_JSON_BYTES;
+    let (hf, tdb) = golden_hf();
+    for src in [hf, tdb] {
+        let d = copy_folder(&src, true);
+        let f = std::fs::File::create(d.path().join("config.json")).unwrap();
+        f.set_len(limit + 1).unwrap();
+        let e = open_err(d.path());
+        expect(
+            &e,
+            ErrorKind::Format,
+            &[
+                "config.json",
+                &format!("{} bytes, more than the {limit}", limit + 1),
+            ],
+        );
+    }
 }

@@ -1,7 +1,8 @@
 /*
  * Tokens from C: encode a text with the size probe (a NULL buffer gives the count), decode it
- * back to its exact bytes, split the bytes per token, and encode a batch of texts on all
- * cores. Every buffer is the caller's; nothing here is freed but the context.
+ * back to its exact bytes, split the bytes per token, encode a batch of texts, and encode a
+ * text long enough (over 128 KiB) to be cut into parts encoded on all cores. Every buffer is
+ * the caller's; nothing here is freed but the context.
  *
  *   cc tokens.c $(pkg-config --cflags --libs model_context) -o tokens
  *   ./tokens MODEL_DIR     (or "tiktoken:cl100k_base" for a tokenizer alone)
@@ -25,8 +26,8 @@ int main(int argc, char **argv) {
   mc_context *ctx = NULL;
   if (failed(mc_open(argv[1], "cpu", &ctx), "mc_open")) return 1;
   int rc = 1;
-  uint32_t *ids = NULL;
-  char *bytes = NULL;
+  uint32_t *ids = NULL, *long_ids = NULL;
+  char *bytes = NULL, *long_text = NULL;
   size_t *offsets = NULL;
   const char *text = "Hello, world! Tokens round-trip: caf\xc3\xa9 <|endoftext|>";
   size_t len = strlen(text), n = 0, n_bytes = 0;
@@ -72,8 +73,28 @@ int main(int argc, char **argv) {
   mc_status s = mc_decode(ctx, &bad, 1, NULL, 0, &n_bytes);
   printf("error %s: %s\n", mc_status_name(s), mc_last_error());
   if (s != MC_ERR_TOKEN) goto done;
+
+  /* A long text on all cores gives the ids of encoding it whole on one: here a sentence that
+   * tokenizes the same wherever it stands, repeated, so the ids must be its own, repeated. */
+  const char *unit = " the quick brown fox jumps over the lazy dog.";
+  size_t unit_len = strlen(unit), copies = 4096, n_unit = 0, n_long = 0;
+  uint32_t unit_ids[32];
+  if (failed(mc_encode(ctx, unit, unit_len, unit_ids, 32, &n_unit), "mc_encode (unit)")) goto done;
+  if (!(long_text = malloc(unit_len * copies))) goto done;
+  for (size_t i = 0; i < copies; i++) memcpy(long_text + i * unit_len, unit, unit_len);
+  if (!(long_ids = malloc(n_unit * copies * sizeof *long_ids))) goto done;
+  if (failed(mc_encode(ctx, long_text, unit_len * copies, long_ids, n_unit * copies, &n_long),
+             "mc_encode (long)"))
+    goto done;
+  int same = n_long == n_unit * copies;
+  for (size_t i = 0; same && i < n_long; i++) same = long_ids[i] == unit_ids[i % n_unit];
+  printf("long text: %zu bytes -> %zu ids, the sentence's %zu ids repeated: %s\n",
+         unit_len * copies, n_long, n_unit, same ? "yes" : "NO");
+  if (!same) goto done;
   rc = 0;
 done:
+  free(long_ids);
+  free(long_text);
   free(ids);
   free(bytes);
   free(offsets);

@@ -24,6 +24,7 @@ pub mod error {
         Unsupported,
         BufferTooSmall,
         Network,
+        OutOfMemory,
         Panic,
         Internal,
     }
@@ -50,11 +51,29 @@ pub mod error {
     }
 
     pub type Result<T> = std::result::Result<T, Error>;
+
+    /// An empty vector with room for `n` items, or `OutOfMemory` naming `what` and the bytes: the
+    /// one way an allocation sized by input is made, so that it fails as an error, not an abort.
+    pub fn vec_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| {
+            err(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "cannot allocate {n} {what} ({} bytes)",
+                    n.saturating_mul(std::mem::size_of::<T>())
+                ),
+            )
+        })?;
+        Ok(v)
+    }
 }
 
 #[path = "../../src/config.rs"]
 pub mod config;
 #[path = "../../src/encoding.rs"]
 pub mod encoding;
+#[path = "../../src/parallel.rs"]
+pub mod parallel;
 #[path = "../../src/tokenizer.rs"]
 pub mod tokenizer;

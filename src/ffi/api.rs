@@ -285,7 +285,8 @@ pub unsafe extern "C" fn mc_open(
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`model`, `out`), `MC_ERR_INVALID_ARGUMENT` (a string not
 /// UTF-8, an unknown device string, `opts->struct_size` below the 0.2 size), `MC_ERR_NOT_FOUND`
 /// (no such folder or file; offline and not cached), `MC_ERR_IO`, `MC_ERR_FORMAT` (config.json
-/// malformed or missing a key), `MC_ERR_UNSUPPORTED` (a config the layout cannot represent, an
+/// malformed, over 16 MiB, or claiming more layers than a local folder's pieces or weight file
+/// hold), `MC_ERR_UNSUPPORTED` (a config the layout cannot represent, an
 /// unknown tiktoken encoding, a non-zero byte past the library's size of `opts`),
 /// `MC_ERR_DEVICE` (the device is absent), `MC_ERR_NETWORK` (a remote config could not be
 /// fetched), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
@@ -364,7 +365,7 @@ pub unsafe extern "C" fn mc_weight_location_from_name(
 /// Returns no status; NULL is its only failure.
 #[no_mangle]
 pub extern "C" fn mc_weight_location_name(loc: mc_weight_location) -> *const c_char {
-    location(loc).map_or(std::ptr::null(), |l| static_name(l.name()))
+    location(loc).map_or(std::ptr::null(), |l| l.c_name().as_ptr())
 }
 
 /// Whether a location is per-layer (takes a layer index) or model-wide (takes `MC_LAYER_NONE`).
@@ -425,25 +426,7 @@ pub(crate) unsafe fn lookup_name(
 /// Returns no status; NULL is its only failure.
 #[no_mangle]
 pub extern "C" fn mc_dimension_name(dim: mc_dimension) -> *const c_char {
-    dimension(dim).map_or(std::ptr::null(), |d| static_name(d.name()))
-}
-
-/// NUL-terminated copies of the static names, made once.
-pub(crate) fn static_name(name: &'static str) -> *const c_char {
-    use once_cell::sync::Lazy;
-    use std::collections::HashMap;
-    use std::ffi::CString;
-    static NAMES: Lazy<HashMap<&'static str, CString>> = Lazy::new(|| {
-        let weights = WeightLocation::ALL.iter().map(|l| l.name());
-        let dims = Dimension::ALL.iter().map(|d| d.name());
-        let acts = crate::activations::Activation::ALL.iter().map(|a| a.name());
-        weights
-            .chain(dims)
-            .chain(acts)
-            .map(|n| (n, CString::new(n).unwrap_or_default()))
-            .collect()
-    });
-    NAMES.get(name).map_or(std::ptr::null(), |c| c.as_ptr())
+    dimension(dim).map_or(std::ptr::null(), |d| d.c_name().as_ptr())
 }
 
 /// Size of a model dimension (`singleton` is 1; activation-only dimensions are an error).
@@ -479,8 +462,9 @@ pub unsafe extern "C" fn mc_dim_size(
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`loc`, `layer` or
 /// `normalize_dim` out of range or not fitting the location, a bad device string),
 /// `MC_ERR_NOT_FOUND` (a piece missing from the checkpoint), `MC_ERR_IO`, `MC_ERR_FORMAT` /
-/// `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file),
-/// `MC_ERR_SHAPE` (a piece whose shape disagrees with the config), `MC_ERR_DEVICE`,
+/// `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file, or a
+/// piece whose shape disagrees with the config: the message names the config keys), `MC_ERR_SHAPE`
+/// (a piece's head axis that the head count does not divide), `MC_ERR_DEVICE`,
 /// `MC_ERR_NETWORK` (a remote piece), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, or a
 /// stored dtype DLPack cannot carry), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
 ///

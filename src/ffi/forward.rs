@@ -58,11 +58,13 @@ pub(crate) unsafe fn ids_arg_typed(
     token_type: mc_token_type,
 ) -> Result<Vec<i64>> {
     Ok(match token_type {
-        MC_TOKENS_INT64 => arg_slice(tokens as *const i64, n, "request->tokens")?.to_vec(),
-        MC_TOKENS_UINT32 => arg_slice(tokens as *const u32, n, "request->tokens")?
-            .iter()
-            .map(|&t| t as i64)
-            .collect(),
+        MC_TOKENS_INT64 => arg_vec(tokens as *const i64, n, "request->tokens")?,
+        MC_TOKENS_UINT32 => {
+            let ids = arg_slice(tokens as *const u32, n, "request->tokens")?;
+            let mut out = crate::error::vec_with_capacity(n, "token ids")?;
+            out.extend(ids.iter().map(|&t| t as i64));
+            out
+        }
         t => {
             return Err(err(
                 ErrorKind::InvalidArgument,
@@ -86,7 +88,7 @@ unsafe fn pad_arg(r: &mc_forward_request) -> Result<Option<Vec<bool>>> {
         };
     }
     check_count(r.n_pad, r, "n_pad")?;
-    Ok(Some(arg_slice(r.pad, r.n_pad, "request->pad")?.to_vec()))
+    Ok(Some(arg_vec(r.pad, r.n_pad, "request->pad")?))
 }
 
 /// Locations with their layers (`what` names the arrays); `MC_LAYER_ALL` is every layer the
@@ -127,7 +129,7 @@ pub(crate) unsafe fn keys_arg(
 unsafe fn ids_arg(p: *const i64, n: usize, what: &str, absent: Vec<i64>) -> Result<Vec<i64>> {
     match (p.is_null(), n) {
         (true, 0) => Ok(absent),
-        _ => Ok(arg_slice(p, n, &format!("objective->{what}"))?.to_vec()),
+        _ => arg_vec(p, n, &format!("objective->{what}")),
     }
 }
 
@@ -193,7 +195,7 @@ unsafe fn axis_arg(s: &mc_axis_selection, what: &str) -> Result<AxisSelection> {
             format!("`{what}.indices` is given but `{what}.n_indices` is 0 (NULL selects the whole axis)"),
         )),
         (_, n) => Ok(AxisSelection::Indices(
-            arg_slice(s.indices, n, &format!("{what}.indices"))?.to_vec(),
+            arg_vec(s.indices, n, &format!("{what}.indices"))?,
         )),
     }
 }

@@ -116,6 +116,17 @@ pub(crate) unsafe fn arg_slice<'a, T>(p: *const T, n: usize, what: &str) -> Resu
     Ok(std::slice::from_raw_parts(p, n))
 }
 
+/// `arg_slice` copied into a vector whose allocation fails as `MC_ERR_OUT_OF_MEMORY`.
+///
+/// # Safety
+/// As `arg_slice`.
+pub(crate) unsafe fn arg_vec<T: Copy>(p: *const T, n: usize, what: &str) -> Result<Vec<T>> {
+    let s = arg_slice(p, n, what)?;
+    let mut v = crate::error::vec_with_capacity(s.len(), &format!("elements of `{what}`"))?;
+    v.extend_from_slice(s);
+    Ok(v)
+}
+
 /// Checks an out-pointer up front, so the body can fail before doing any work.
 pub(crate) fn arg_out<T>(p: *mut T, what: &str) -> Result<()> {
     if p.is_null() {
@@ -289,8 +300,11 @@ pub(crate) fn split_rows(
             offsets[r + 1]
         ));
     }
-    Ok(offsets
-        .windows(2)
-        .map(|w| ids[w[0]..w[1]].to_vec())
-        .collect())
+    let mut rows = crate::error::vec_with_capacity(offsets.len() - 1, "rows")?;
+    for w in offsets.windows(2) {
+        let mut row = crate::error::vec_with_capacity(w[1] - w[0], "token ids of a row")?;
+        row.extend_from_slice(&ids[w[0]..w[1]]);
+        rows.push(row);
+    }
+    Ok(rows)
 }

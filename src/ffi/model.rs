@@ -2,7 +2,7 @@
 //! Thread safety: `mc_create_model`, `mc_forward` and `mc_sample` may run concurrently on one
 //! context (the model is created once and then only read); a forward output may be read from
 //! several threads, and is freed once with `mc_forward_output_free`.
-use super::api::{ctx_arg, lookup_name, mc_context, static_name, MC_LAYER_NONE};
+use super::api::{ctx_arg, lookup_name, mc_context, MC_LAYER_NONE};
 use super::dlpack::DLManagedTensorVersioned;
 use super::status::mc_status;
 use super::*;
@@ -486,7 +486,7 @@ pub unsafe extern "C" fn mc_activation_from_name(
 /// Returns no status; NULL is its only failure.
 #[no_mangle]
 pub extern "C" fn mc_activation_name(act: mc_activation) -> *const c_char {
-    activation(act).map_or(std::ptr::null(), |a| static_name(a.name()))
+    activation(act).map_or(std::ptr::null(), |a| a.c_name().as_ptr())
 }
 
 /// Whether an activation location is per-layer (else model-wide).

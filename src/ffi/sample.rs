@@ -165,8 +165,12 @@ pub unsafe extern "C" fn mc_sample_batch(
         }
         let options = options(ctx, &o)?;
         let seeds = match (seeds.is_null(), n_seeds) {
-            (true, 0) => vec![options.seed; n],
-            _ => arg_slice(seeds, n_seeds, "seeds")?.to_vec(),
+            (true, 0) => {
+                let mut seeds = crate::error::vec_with_capacity(n, "seeds")?;
+                seeds.resize(n, options.seed);
+                seeds
+            }
+            _ => arg_vec(seeds, n_seeds, "seeds")?,
         };
         let out = sample_batch(&ctx.get_or_create_model(None)?, &rows, &options, &seeds)?;
         let mut at = 0;

@@ -142,8 +142,9 @@ unsafe fn write_offsets(lengths: impl Iterator<Item = usize>, offsets: *mut usiz
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_tokens`, or `text` NULL with `text_len` > 0),
 /// `MC_ERR_INVALID_ARGUMENT` (not UTF-8; the message gives the offset of the first bad byte),
-/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may
-/// run concurrently with any call on the same context except `mc_free`.
+/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_OUT_OF_MEMORY` (the working buffer),
+/// `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+/// context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `text` is NULL or valid for `text_len` bytes; `tokens` is
@@ -176,8 +177,9 @@ pub unsafe extern "C" fn mc_encode(
 /// `MC_ERR_BUFFER_TOO_SMALL`, the length, `bytes` untouched).
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`, or `tokens` NULL with `n` > 0),
-/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may
-/// run concurrently with any call on the same context except `mc_free`.
+/// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_OUT_OF_MEMORY` (the working buffer),
+/// `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+/// context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `tokens` is NULL or valid for `n` reads; `bytes` is NULL or
@@ -207,8 +209,8 @@ pub unsafe extern "C" fn mc_decode(
 ///
 /// `bytes`: caller-owned, `capacity` bytes; `*n_bytes` receives the length; size probe as for
 /// `mc_decode`. Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `n_bytes`), `MC_ERR_TOKEN`,
-/// `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call
-/// on the same context except `mc_free`.
+/// `MC_ERR_BUFFER_TOO_SMALL`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. Nothing to free.
+/// Thread-safe: may run concurrently with any call on the same context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `bytes` is NULL or valid for `capacity` writes; `n_bytes`
@@ -269,7 +271,8 @@ pub unsafe extern "C" fn mc_encode_token_str(
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `offsets`, `n_bytes`, or `tokens` NULL with `n` > 0),
 /// `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL` (`bytes` too small: `*n_bytes` is the length
-/// needed; or `n_offsets` below `n + 1`: nothing written), `MC_ERR_PANIC`. Nothing to free.
+/// needed; or `n_offsets` below `n + 1`: nothing written), `MC_ERR_OUT_OF_MEMORY`,
+/// `MC_ERR_PANIC`. Nothing to free.
 /// Thread-safe: may run concurrently with any call on the same context except `mc_free`.
 ///
 /// # Safety
@@ -314,8 +317,8 @@ pub unsafe extern "C" fn mc_decode_token_list(
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, or `texts`, `text_lens` or `tokens` NULL with `n` >
 /// 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
-/// `MC_ERR_TOKEN`, `MC_ERR_PANIC`. Thread-safe: may run concurrently with any call on the same
-/// context except `mc_free`.
+/// `MC_ERR_TOKEN`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. Thread-safe: may run concurrently
+/// with any call on the same context except `mc_free`.
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n` reads,
@@ -359,9 +362,9 @@ pub unsafe extern "C" fn mc_encode_token_str_list(
 /// with `n_texts` > 0, or `texts[i]` NULL with a non-zero length), `MC_ERR_INVALID_ARGUMENT`
 /// (not UTF-8, with the offset), `MC_ERR_TOKEN`, `MC_ERR_BUFFER_TOO_SMALL` (`tokens` too small:
 /// `*n_tokens` is the count needed; or `n_offsets` below `n_texts + 1`: nothing written),
-/// `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
-/// context except `mc_free`; the work runs on a process-wide pool of one thread per core
-/// (`RAYON_NUM_THREADS` overrides its size).
+/// `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`. Nothing to free. Thread-safe: may run concurrently with any call on the same
+/// context except `mc_free`; the work runs on threads that live only for the call, one per
+/// core (`MC_TOKENIZER_THREADS` caps their number).
 ///
 /// # Safety
 /// `ctx` is NULL or a live context; `texts` and `text_lens` are NULL or valid for `n_texts`

@@ -112,9 +112,7 @@ fn open_folder(root: &Path) -> Result<(ModelKind, Box<dyn PieceSource>)> {
             format!("{}: missing config.json; {EXPECTED}", config_path.display()),
         ));
     }
-    let parsed = std::fs::read(&config_path)
-        .map_err(|e| err(ErrorKind::Io, format!("{}: {e}", config_path.display())))
-        .map(|b| serde_json::from_slice::<Value>(&b));
+    let parsed = super::read_json_text(&config_path).map(|t| serde_json::from_str::<Value>(&t));
     let json: Option<serde_json::Map<String, Value>> = match parsed? {
         Ok(Value::Object(m)) => Some(m),
         Ok(_) => None,

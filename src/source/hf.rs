@@ -110,8 +110,7 @@ impl HfGpt2 {
             return Ok(vec![self.file.clone()]);
         }
         let shown = self.file.display();
-        let text = std::fs::read_to_string(&self.file)
-            .map_err(|e| err(ErrorKind::Io, format!("{shown}: {e}")))?;
+        let text = super::read_json_text(&self.file)?;
         let index: Value = serde_json::from_str(&text)
             .map_err(|e| err(ErrorKind::Format, format!("{shown}: malformed JSON: {e}")))?;
         let map = index
@@ -151,8 +150,10 @@ impl HfGpt2 {
         Ok(shards.into_iter().map(|s| self.root.join(s)).collect())
     }
 
-    /// The Hugging Face tensor under `key` (without `transformer.`), checked against `shape`.
-    fn hf(&self, key: &str, shape: &[i64], piece: &str) -> Result<TensorRecord> {
+    /// The Hugging Face tensor under `key` (without `transformer.`), checked against the
+    /// sizes config.json claims for its axes (each with the config key it comes from): a
+    /// disagreement is a false claim (`Format`) naming the keys of the axes that differ.
+    fn hf(&self, key: &str, axes: &[(i64, &str)], piece: &str) -> Result<TensorRecord> {
         let (rec, path) = self.tensors()?.get(key).ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
@@ -162,13 +163,22 @@ impl HfGpt2 {
                 ),
             )
         })?;
+        let shape: Vec<i64> = axes.iter().map(|&(n, _)| n).collect();
         if rec.shape != shape {
+            let rank_differs = rec.shape.len() != shape.len();
+            let claims: Vec<String> = axes
+                .iter()
+                .enumerate()
+                .filter(|&(i, &(n, _))| rank_differs || rec.shape.get(i) != Some(&n))
+                .map(|(_, &(n, k))| format!("`{k}` = {n}"))
+                .collect();
             return Err(err(
-                ErrorKind::Shape,
+                ErrorKind::Format,
                 format!(
-                    "{}: `{key}` has shape {:?} but config.json implies {shape:?} (for the TDB piece `{piece}`)",
+                    "{}: `{key}` has shape {:?} but config.json claims {shape:?} ({}) (for the TDB piece `{piece}`)",
                     path.display(),
-                    rec.shape
+                    rec.shape,
+                    claims.join(", ")
                 ),
             ));
         }
@@ -232,7 +242,13 @@ impl PieceSource for HfGpt2 {
     fn load_piece(&self, key: &str) -> Result<TensorRecord> {
         let c = &self.config;
         let n_vocab = encoding::n_vocab(&c.enc)?;
-        let (d, attn, ff) = (c.d_model, c.d_attn_qk(), c.d_ff());
+        // Each size with the config.json key it comes from (`n_inner` is 4 * `n_embd` when
+        // absent; the attention width is `n_embd`).
+        let d = (c.d_model, "n_embd");
+        let attn = (c.d_attn_qk(), "n_embd");
+        let ff = (c.d_ff(), "n_inner (or 4 * n_embd)");
+        let vocab = (n_vocab, "vocab_size");
+        let ctx = (c.ctx_window, "n_positions");
         let view_err = |e: model_context_formats::FormatError| {
             err(
                 ErrorKind::Shape,
@@ -247,7 +263,7 @@ impl PieceSource for HfGpt2 {
             } else {
                 "lm_head.weight"
             };
-            return self.hf(k, &[n_vocab, d], key);
+            return self.hf(k, &[vocab, d], key);
         }
         let rule = rule(key).ok_or_else(|| {
             err(
@@ -261,8 +277,8 @@ impl PieceSource for HfGpt2 {
         match rule {
             Rule::Same(k) => {
                 let shape = match k.as_str() {
-                    "wte.weight" => vec![n_vocab, d],
-                    "wpe.weight" => vec![c.ctx_window, d],
+                    "wte.weight" => vec![vocab, d],
+                    "wpe.weight" => vec![ctx, d],
                     _ if k.ends_with("mlp.c_fc.bias") => vec![ff],
                     _ => vec![d],
                 };
@@ -280,13 +296,13 @@ impl PieceSource for HfGpt2 {
             }
             Rule::QkvPart(k, j) => {
                 if k.ends_with(".weight") {
-                    let w = self.hf(&k, &[d, 3 * attn], key)?;
-                    w.narrowed(1, j * attn, attn)
+                    let w = self.hf(&k, &[d, (attn.0.saturating_mul(3), "3 * n_embd")], key)?;
+                    w.narrowed(1, j * attn.0, attn.0)
                         .and_then(|p| p.transposed(0, 1))
                         .map_err(view_err)
                 } else {
-                    let b = self.hf(&k, &[3 * attn], key)?;
-                    b.narrowed(0, j * attn, attn).map_err(view_err)
+                    let b = self.hf(&k, &[(attn.0.saturating_mul(3), "3 * n_embd")], key)?;
+                    b.narrowed(0, j * attn.0, attn.0).map_err(view_err)
                 }
             }
         }
@@ -294,6 +310,15 @@ impl PieceSource for HfGpt2 {
 
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// From the weight file's tensor list (headers only), so a layer count that the file does
+    /// not hold is caught at open; None when the list cannot be read (the read fails later).
+    fn has_piece(&self, key: &str) -> Option<bool> {
+        let hf_key = match rule(key)? {
+            Rule::Same(k) | Rule::Transposed(k) | Rule::QkvPart(k, _) => k,
+        };
+        Some(self.tensors().ok()?.contains_key(&hf_key))
     }
 }
 

@@ -80,12 +80,8 @@ impl RemoteTdb {
         let path = dir.join("config.json");
         let url = format!("{prefix}/config.json");
         let parse = |p: &std::path::Path| -> Result<Config> {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                err(
-                    ErrorKind::Format,
-                    format!("{url} (cached as {}): {e}", p.display()),
-                )
-            })?;
+            let text = crate::source::read_json_text(p)
+                .map_err(|e| err(e.kind, format!("{url} (cached as {e})")))?;
             Config::from_json(&text, &url)
         };
         fetcher.fetch(&url, &path, "config.json", |tmp| parse(tmp).map(|_| ()))?;

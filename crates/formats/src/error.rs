@@ -5,7 +5,7 @@
 pub enum ErrorKind {
     /// The file does not exist.
     NotFound,
-    /// Reading or mapping the file failed, or a buffer could not be allocated.
+    /// Reading or mapping the file failed.
     Io,
     /// The bytes are not a well-formed torch.save archive (bad zip, bad pickle, missing or short record).
     Format,
@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Unsupported,
     /// A tensor's size, stride or offset is invalid or reaches outside its storage.
     Shape,
+    /// A buffer the file's sizes call for could not be allocated.
+    OutOfMemory,
 }
 
 /// An error with its kind and a message naming the file and the specific cause.

@@ -132,7 +132,7 @@ fn read(
                     .map(Storage::owned)
                     .ok_or_else(|| {
                         FormatError::new(
-                            ErrorKind::Io,
+                            ErrorKind::OutOfMemory,
                             format!("cannot allocate {len} bytes for tensor '{}'", e.name),
                         )
                     })?,

@@ -893,3 +893,33 @@ fn hostile_archives_cost_bounded_memory_and_time() {
         256 << 20,
     );
 }
+
+/// A broadcast view of one element that claims 2^51 elements: its copy is refused as out of
+/// memory (naming the size) instead of aborting the process in the allocator.
+#[test]
+fn a_copy_larger_than_memory_is_out_of_memory() {
+    let pkl = pickle(&tensor(
+        "FloatStorage",
+        "0",
+        1,
+        0,
+        &[1 << 31, 1 << 20],
+        &[0, 0],
+    ));
+    let t = single(load(archive(&pkl, &[("0", f32s(1))])).unwrap());
+    let e = t.try_contiguous_bytes().expect_err("2^53 bytes");
+    assert_eq!(e.kind, ErrorKind::OutOfMemory, "{}", e.message);
+    assert!(
+        e.message.contains("2251799813685248 x 4 bytes"),
+        "{}",
+        e.message
+    );
+    let small = single(
+        load(archive(
+            &pickle(&tensor("FloatStorage", "0", 4, 0, &[4], &[1])),
+            &[("0", f32s(4))],
+        ))
+        .unwrap(),
+    );
+    assert_eq!(small.try_contiguous_bytes().unwrap(), f32s(4));
+}

@@ -300,7 +300,7 @@ impl<'a> Archive<'a> {
         }
         let alloc_err = |len: usize| {
             FormatError::new(
-                ErrorKind::Io,
+                ErrorKind::OutOfMemory,
                 format!("cannot allocate {len} bytes for record '{name}'"),
             )
         };

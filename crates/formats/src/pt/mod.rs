@@ -138,20 +138,39 @@ impl TensorRecord {
     /// The elements gathered in row-major order into a new buffer (for copies and tests).
     ///
     /// Allocates `numel * dtype.size()` bytes, which for a broadcast (stride 0) view can be far
-    /// more than the storage. Panics only if the public fields were edited into a view outside
-    /// the storage.
+    /// more than the storage. Panics if that allocation fails or if the public fields were
+    /// edited into a view outside the storage: readers of untrusted files use
+    /// `try_contiguous_bytes`.
     pub fn to_contiguous_bytes(&self) -> Vec<u8> {
-        let view = View::check(self).unwrap_or_else(|e| panic!("invalid TensorRecord: {e}"));
+        self.try_contiguous_bytes()
+            .unwrap_or_else(|e| panic!("invalid TensorRecord: {e}"))
+    }
+
+    /// `to_contiguous_bytes` without panics: a view outside the storage is `Shape`, a buffer
+    /// the allocator refuses (or whose size overflows) is `OutOfMemory` naming the bytes.
+    pub fn try_contiguous_bytes(&self) -> Result<Vec<u8>, FormatError> {
+        let view = View::check(self).map_err(|m| FormatError::new(ErrorKind::Shape, m))?;
         let esz = self.dtype.size();
         let src = self.storage.bytes();
         let n = view.numel;
-        let mut out = Vec::with_capacity(n * esz);
+        let mut out = Vec::new();
+        let refused = || {
+            FormatError::new(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "cannot allocate {n} x {esz} bytes for a contiguous copy of a {:?} tensor",
+                    self.shape
+                ),
+            )
+        };
+        let bytes = n.checked_mul(esz).ok_or_else(refused)?;
+        out.try_reserve_exact(bytes).map_err(|_| refused())?;
         if n == 0 {
-            return out;
+            return Ok(out);
         }
         if self.is_contiguous() {
             out.extend_from_slice(&src[view.offset * esz..(view.offset + n) * esz]);
-            return out;
+            return Ok(out);
         }
         // Odometer over all dimensions but the last; the last one is copied per row.
         let nd = view.shape.len();
@@ -170,7 +189,7 @@ impl TensorRecord {
             let mut d = nd - 1;
             loop {
                 if d == 0 {
-                    return out;
+                    return Ok(out);
                 }
                 d -= 1;
                 index[d] += 1;
