@@ -1,8 +1,9 @@
 //! Resource use over long runs: opening, reading and freeing contexts and tensors, decoding
 //! states (appends, forks, truncates, then freed), and
 //! encoding and decoding, keep the process's resident memory flat. The first rounds warm up
-//! (libtorch's allocator pools, the shared tokenizer, the mapped pages); resident memory after
-//! the warm-up and after many more rounds must agree within a few MiB, and so must the address
+//! (libtorch's allocator pools, the shared tokenizer, the mapped pages); anonymous resident
+//! memory after the warm-up and after many more rounds must agree within a few MiB (file-backed
+//! pages, such as libtorch's code paged in late, are not leaks), and so must the address
 //! space and the number of mappings (a leaked tensor that views a mapped piece keeps its mapping
 //! alive without making its pages resident).
 mod common;
@@ -27,6 +28,9 @@ fn rounds() -> usize {
 /// leaked normalised embedding per round would add 3.7 GiB over the default rounds, one leaked
 /// mapped piece one mapping per round).
 const MAX_GROWTH_KB: i64 = 8 << 10;
+/// Growth allowed once over the whole run: seen here, 12.3 MiB of anonymous memory appears in
+/// some runs at a random round (before or after the warm-up) and never again.
+const MAX_ONCE_KB: i64 = 32 << 10;
 const MAX_NEW_MAPPINGS: i64 = 16;
 
 /// A field of /proc/self/status, in KiB.
@@ -36,13 +40,16 @@ fn status_kb(field: &str) -> i64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// (resident KiB, address space KiB, mappings) of this process.
-fn usage() -> (i64, i64, i64) {
+/// (anonymous resident KiB, address space KiB, mappings, file-backed resident KiB) of this
+/// process. Leaks are anonymous memory; file-backed pages (libtorch's code, mapped pieces) come
+/// and go with the page cache, so they are reported but not bounded.
+fn usage() -> (i64, i64, i64, i64) {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     (
-        status_kb("VmRSS:"),
+        status_kb("RssAnon:"),
         status_kb("VmSize:"),
         maps.lines().count() as i64,
+        status_kb("RssFile:"),
     )
 }
 
@@ -172,31 +179,36 @@ fn long_loops_keep_resident_memory_flat() {
     let mut tok_ctx = null_mut();
     ok(unsafe { mc_open(model.as_ptr(), c"cpu".as_ptr(), &mut tok_ctx) });
     let rounds = rounds();
-    let mut start = (0, 0, 0);
+    let mut marks = Vec::new();
     for i in 0..WARM_UP + rounds {
-        if i == WARM_UP {
-            start = usage();
+        if i == WARM_UP || i == WARM_UP + rounds / 2 {
+            marks.push(usage());
         }
         weights_round(&model, i % 10 == 0);
         tokens_round(tok_ctx, text.as_bytes());
         state_round(tok_ctx);
     }
-    let end = usage();
+    marks.push(usage());
     unsafe { mc_free(tok_ctx) };
+    let (start, middle, end) = (marks[0], marks[1], marks[2]);
     eprintln!(
-        "{rounds} rounds after {WARM_UP} warm-up rounds: RSS {} KiB -> {} KiB ({:+} KiB), \
-         address space {:+} KiB, mappings {} -> {}",
+        "{rounds} rounds after {WARM_UP} warm-up rounds: anonymous RSS {} KiB -> {} KiB -> {} KiB, \
+         file-backed RSS {:+} KiB, address space {:+} KiB, mappings {} -> {}",
         start.0,
+        middle.0,
         end.0,
-        end.0 - start.0,
+        end.3 - start.3,
         end.1 - start.1,
         start.2,
         end.2
     );
+    // A leak grows both halves of the run; the allocator's one-time growth (an arena of a
+    // worker thread reaching a new high once, at a moment scheduling decides) grows one.
+    let halves = [middle.0 - start.0, end.0 - middle.0];
     assert!(
-        end.0 - start.0 <= MAX_GROWTH_KB,
-        "resident memory grew by {} KiB over {rounds} rounds (from {} to {} KiB)",
-        end.0 - start.0,
+        halves.iter().min().unwrap() <= &MAX_GROWTH_KB && end.0 - start.0 <= MAX_ONCE_KB,
+        "anonymous resident memory grew by {halves:?} KiB over the two halves of {rounds} rounds \
+         (from {} to {} KiB)",
         start.0,
         end.0
     );
