@@ -89,6 +89,12 @@ typedef struct DLManagedTensorVersioned {
  */
 #define MAX_SEQUENCES 4096
 
+#define MC_VERSION_MAJOR 0
+
+#define MC_VERSION_MINOR 2
+
+#define MC_VERSION_PATCH 0
+
 /*
  `layer` argument of a model-wide location.
  */
@@ -99,12 +105,6 @@ typedef struct DLManagedTensorVersioned {
  (`mc_get_weight_ex`), every layer's activation (`mc_forward_request.layers`).
  */
 #define MC_LAYER_ALL -2
-
-#define MC_VERSION_MAJOR 0
-
-#define MC_VERSION_MINOR 2
-
-#define MC_VERSION_PATCH 0
 
 /*
  The most bytes a JSON file of a checkpoint (`config.json`, a shard index) may hold: GPT-2's
@@ -208,59 +208,25 @@ typedef struct mc_open_options {
 } mc_open_options;
 
 /*
+ A model dimension: one of the `MC_DIM_*` constants (transformer-debugger's `Dimension`).
+ */
+typedef int32_t mc_dimension;
+
+/*
  A weight location: one of the `MC_WEIGHT_*` constants (transformer-debugger's
  `WeightLocationType`).
  */
 typedef int32_t mc_weight_location;
 
 /*
- A model dimension: one of the `MC_DIM_*` constants (transformer-debugger's `Dimension`).
+ An activation location: one of the `MC_ACT_*` constants (transformer-debugger's names).
  */
-typedef int32_t mc_dimension;
-
-/*
- A model dtype: `MC_DTYPE_FLOAT32`, `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
- */
-typedef int32_t mc_dtype;
-
-/*
- A weight request for `mc_get_weight_ex`; fill with `mc_weight_request_init(&r, sizeof r)`.
- */
-typedef struct mc_weight_request {
-  /*
-   The size the caller was compiled with, written by `mc_weight_request_init`.
-   */
-  uint32_t struct_size;
-  mc_weight_location location;
-  /*
-   A layer, `MC_LAYER_NONE` (model-wide locations) or `MC_LAYER_ALL` (per-layer locations
-   stacked as `[n_layers, ...]`, a new tensor).
-   */
-  int32_t layer;
-  /*
-   `MC_DIM_NONE` or a dimension appearing once in the location's shape.
-   */
-  mc_dimension normalize_dim;
-  /*
-   `MC_DTYPE_NONE` (default: as stored) or `MC_DTYPE_FLOAT32/FLOAT16/BFLOAT16`: converts
-   only this result, never a copy of the model.
-   */
-  mc_dtype dtype;
-  /*
-   NULL: the context's device. Only read during the call.
-   */
-  const char *device;
-} mc_weight_request;
+typedef int32_t mc_activation;
 
 /*
  How token ids are passed: `MC_TOKENS_INT64` or `MC_TOKENS_UINT32`.
  */
 typedef int32_t mc_token_type;
-
-/*
- An activation location: one of the `MC_ACT_*` constants (transformer-debugger's names).
- */
-typedef int32_t mc_activation;
 
 /*
  What an edit does: one of the `MC_EDIT_*` constants.
@@ -472,6 +438,11 @@ typedef struct mc_forward_request {
 } mc_forward_request;
 
 /*
+ A model dtype: `MC_DTYPE_FLOAT32`, `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
+ */
+typedef int32_t mc_dtype;
+
+/*
  Options of `mc_create_model`; fill with `mc_model_options_init(&o, sizeof o)`.
  */
 typedef struct mc_model_options {
@@ -584,6 +555,35 @@ typedef struct mc_append_request {
    */
   uint32_t reserved;
 } mc_append_request;
+
+/*
+ A weight request for `mc_get_weight_ex`; fill with `mc_weight_request_init(&r, sizeof r)`.
+ */
+typedef struct mc_weight_request {
+  /*
+   The size the caller was compiled with, written by `mc_weight_request_init`.
+   */
+  uint32_t struct_size;
+  mc_weight_location location;
+  /*
+   A layer, `MC_LAYER_NONE` (model-wide locations) or `MC_LAYER_ALL` (per-layer locations
+   stacked as `[n_layers, ...]`, a new tensor).
+   */
+  int32_t layer;
+  /*
+   `MC_DIM_NONE` or a dimension appearing once in the location's shape.
+   */
+  mc_dimension normalize_dim;
+  /*
+   `MC_DTYPE_NONE` (default: as stored) or `MC_DTYPE_FLOAT32/FLOAT16/BFLOAT16`: converts
+   only this result, never a copy of the model.
+   */
+  mc_dtype dtype;
+  /*
+   NULL: the context's device. Only read during the call.
+   */
+  const char *device;
+} mc_weight_request;
 
 #define MC_WEIGHT_MLP_TO_HIDDEN 0
 
@@ -860,14 +860,6 @@ extern "C" {
 #endif // __cplusplus
 
 /*
- The message of the last failed call on this thread (never NULL; "" before any failure).
- A successful call does not clear it. Valid until the next failing call on this thread.
-
- Returns no status; never fails.
- */
-MC_API const char *mc_last_error(void);
-
-/*
  The library version ("MAJOR.MINOR.PATCH", static storage; do not free).
 
  Returns no status; never fails.
@@ -946,6 +938,54 @@ mc_status mc_open_ex(const char *model,
 MC_API void mc_free(struct mc_context *ctx);
 
 /*
+ Size of a model dimension (`singleton` is 1; activation-only dimensions are an error).
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`dim` out of
+ range, or an activation-only dimension), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, for
+ every dimension but the vocabulary), `MC_ERR_PANIC`.
+
+ # Safety
+ `ctx` is NULL or a live context; `out` is NULL or writable.
+ */
+MC_API mc_status mc_dim_size(const struct mc_context *ctx, mc_dimension dim, int64_t *out);
+
+/*
+ The config dictionary as JSON (the seven keys of config.json). Free `*out` with
+ `mc_string_free`.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_UNSUPPORTED` (a tokenizer-only
+ context), `MC_ERR_PANIC`.
+
+ # Safety
+ `ctx` is NULL or a live context; `out` is NULL or writable.
+ */
+MC_API mc_status mc_config_json(const struct mc_context *ctx, char **out);
+
+/*
+ What the context supports, as JSON, so bindings need no hard-coded tables:
+ `{"weights": [{"name", "id", "per_layer", "dims": [names], "shape": [sizes]}],
+   "dimensions": [{"name", "id", "size" (null for activation-only dimensions)}],
+   "activations": [{"name", "id", "per_layer", "dims": [names]}]}`.
+ Free `*out` with `mc_string_free`. Thread-safe.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_PANIC`.
+
+ # Safety
+ `ctx` NULL or live; `out` NULL or writable.
+ */
+MC_API mc_status mc_describe_json(const struct mc_context *ctx, char **out);
+
+/*
+ Frees a string handed out by this library (NULL: no-op).
+
+ Returns no status; never fails.
+
+ # Safety
+ `s` is NULL or a string from this library, not freed before.
+ */
+MC_API void mc_string_free(char *s);
+
+/*
  Looks up a weight location by its transformer-debugger name (e.g. "attn.to_query").
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
@@ -993,173 +1033,33 @@ MC_API mc_status mc_dimension_from_name(const char *name, mc_dimension *out);
 MC_API const char *mc_dimension_name(mc_dimension dim);
 
 /*
- Size of a model dimension (`singleton` is 1; activation-only dimensions are an error).
+ Looks up an activation location by name (e.g. "mlp.post_act").
 
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`dim` out of
- range, or an activation-only dimension), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, for
- every dimension but the vocabulary), `MC_ERR_PANIC`.
+ Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
+ `MC_ERR_NOT_FOUND` (no such name), `MC_ERR_PANIC`.
 
  # Safety
- `ctx` is NULL or a live context; `out` is NULL or writable.
+ `name` is NULL or NUL-terminated; `out` is NULL or writable.
  */
-MC_API mc_status mc_dim_size(const struct mc_context *ctx, mc_dimension dim, int64_t *out);
+MC_API mc_status mc_activation_from_name(const char *name, mc_activation *out);
 
 /*
- The weight at `loc` in its standard shape (the dimension order `mc_describe_json` lists for it) as a versioned DLPack tensor.
- `layer`: a layer index for per-layer locations, `MC_LAYER_NONE` for model-wide ones.
- `normalize_dim`: `MC_DIM_NONE`, or a dimension appearing exactly once in the shape to
- L2-normalise along. `device`: NULL for the context's. Free the result by calling its
- `deleter` (from any thread); it stays valid after `mc_free`. Without normalisation or a
- device change the tensor aliases the mapped file and carries `DLPACK_FLAG_BITMASK_READ_ONLY`.
- Thread-safe.
+ The name of an activation location (static storage), or NULL when out of range.
 
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`loc`, `layer` or
- `normalize_dim` out of range or not fitting the location, a bad device string),
- `MC_ERR_NOT_FOUND` (a piece missing from the checkpoint), `MC_ERR_IO`, `MC_ERR_FORMAT` /
- `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file, or a
- piece whose shape disagrees with the config: the message names the config keys), `MC_ERR_SHAPE`
- (a piece's head axis that the head count does not divide), `MC_ERR_DEVICE`,
- `MC_ERR_NETWORK` (a remote piece), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, or a
- stored dtype DLPack cannot carry), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
-
- # Safety
- `ctx` is NULL or a live context; `device` NULL or NUL-terminated; `out` NULL or writable.
+ Returns no status; NULL is its only failure.
  */
-MC_API
-mc_status mc_get_weight(const struct mc_context *ctx,
-                        mc_weight_location loc,
-                        int32_t layer,
-                        mc_dimension normalize_dim,
-                        const char *device,
-                        DLManagedTensorVersioned **out);
+MC_API const char *mc_activation_name(mc_activation act);
 
 /*
- `mc_get_weight` returning a legacy `DLManagedTensor` (no version, no read-only flag),
- for consumers that only read the pre-1.0 struct (e.g. DLPack.jl). Free with its deleter.
+ Whether an activation location is per-layer (else model-wide).
 
- Errors: as for `mc_get_weight`.
-
- # Safety
- As for `mc_get_weight`.
- */
-MC_API
-mc_status mc_get_weight_legacy(const struct mc_context *ctx,
-                               mc_weight_location loc,
-                               int32_t layer,
-                               mc_dimension normalize_dim,
-                               const char *device,
-                               DLManagedTensor **out);
-
-/*
- Fills `*req` for the caller's `size` (pass `sizeof *req`): zeroes all `size` bytes, writes
- the defaults (location 0, `MC_LAYER_NONE`, `MC_DIM_NONE`, the context's device, the stored
- dtype) and sets `struct_size = size`.
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`req`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2 size
- of the struct; nothing is written), `MC_ERR_PANIC`.
+ Errors: `MC_ERR_NULL_ARGUMENT` (`out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of range),
+ `MC_ERR_PANIC`.
 
  # Safety
- `req` is NULL or valid for writes of `size` bytes.
+ `out` is NULL or writable.
  */
-MC_API mc_status mc_weight_request_init(struct mc_weight_request *req, size_t size);
-
-/*
- `mc_get_weight` with every option (`mc_weight_request`: stacks over layers, dtype
- conversion). Free the result with its deleter. Thread-safe.
-
- Errors: as for `mc_get_weight`, and `MC_ERR_NULL_ARGUMENT` (`req`),
- `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the 0.2 size, `req->dtype` out of
- range), `MC_ERR_UNSUPPORTED` (a non-zero byte past the library's size of the struct).
-
- # Safety
- `ctx` NULL or live; `req` NULL or valid for `req->struct_size` bytes; `out` NULL or writable.
- */
-MC_API
-mc_status mc_get_weight_ex(const struct mc_context *ctx,
-                           const struct mc_weight_request *req,
-                           DLManagedTensorVersioned **out);
-
-/*
- The shape a weight request for `loc` and `layer` returns (size probe: `shape` NULL with
- `capacity` 0 gives `MC_OK` and `*ndim`; at most 4 dimensions). Reads no piece. Thread-safe.
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `ndim`), `MC_ERR_INVALID_ARGUMENT` (`loc` or `layer`
- out of range), `MC_ERR_UNSUPPORTED` (a tokenizer-only context), `MC_ERR_BUFFER_TOO_SMALL`
- (`capacity` below the rank: `*ndim` is the rank, `shape` untouched), `MC_ERR_PANIC`.
-
- # Safety
- `ctx` NULL or live; `shape` NULL or valid for `capacity` values; `ndim` NULL or writable.
- */
-MC_API
-mc_status mc_weight_shape(const struct mc_context *ctx,
-                          mc_weight_location loc,
-                          int32_t layer,
-                          int64_t *shape,
-                          size_t capacity,
-                          size_t *ndim);
-
-/*
- What the context supports, as JSON, so bindings need no hard-coded tables:
- `{"weights": [{"name", "id", "per_layer", "dims": [names], "shape": [sizes]}],
-   "dimensions": [{"name", "id", "size" (null for activation-only dimensions)}],
-   "activations": [{"name", "id", "per_layer", "dims": [names]}]}`.
- Free `*out` with `mc_string_free`. Thread-safe.
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_PANIC`.
-
- # Safety
- `ctx` NULL or live; `out` NULL or writable.
- */
-MC_API mc_status mc_describe_json(const struct mc_context *ctx, char **out);
-
-/*
- transformer-debugger's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.
-
- Errors: as for `mc_get_weight`.
-
- # Safety
- As for `mc_get_weight`.
- */
-MC_API
-mc_status mc_get_embedding(const struct mc_context *ctx,
-                           const char *device,
-                           DLManagedTensorVersioned **out);
-
-/*
- transformer-debugger's `get_unembedding_with_ln_gain`: `[d_model, vocab_size]` rows scaled by the
- final layer-norm gain (a new, writable tensor). Free with its deleter.
-
- Errors: as for `mc_get_weight`.
-
- # Safety
- As for `mc_get_weight`.
- */
-MC_API
-mc_status mc_get_unembedding_with_ln_gain(const struct mc_context *ctx,
-                                          const char *device,
-                                          DLManagedTensorVersioned **out);
-
-/*
- The config dictionary as JSON (the seven keys of config.json). Free `*out` with
- `mc_string_free`.
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_UNSUPPORTED` (a tokenizer-only
- context), `MC_ERR_PANIC`.
-
- # Safety
- `ctx` is NULL or a live context; `out` is NULL or writable.
- */
-MC_API mc_status mc_config_json(const struct mc_context *ctx, char **out);
-
-/*
- Frees a string handed out by this library (NULL: no-op).
-
- Returns no status; never fails.
-
- # Safety
- `s` is NULL or a string from this library, not freed before.
- */
-MC_API void mc_string_free(char *s);
+MC_API mc_status mc_activation_per_layer(mc_activation act, bool *out);
 
 /*
  Runs a forward pass (no gradients) and returns the logits (`[batch, seq_len, vocab]`, or as
@@ -1345,35 +1245,6 @@ MC_API mc_status mc_sample_options_init(struct mc_sample_options *opts, size_t s
  `ctx` is NULL or a live context; `opts` NULL or valid for `opts->struct_size` bytes.
  */
 MC_API mc_status mc_create_model(const struct mc_context *ctx, const struct mc_model_options *opts);
-
-/*
- Looks up an activation location by name (e.g. "mlp.post_act").
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
- `MC_ERR_NOT_FOUND` (no such name), `MC_ERR_PANIC`.
-
- # Safety
- `name` is NULL or NUL-terminated; `out` is NULL or writable.
- */
-MC_API mc_status mc_activation_from_name(const char *name, mc_activation *out);
-
-/*
- The name of an activation location (static storage), or NULL when out of range.
-
- Returns no status; NULL is its only failure.
- */
-MC_API const char *mc_activation_name(mc_activation act);
-
-/*
- Whether an activation location is per-layer (else model-wide).
-
- Errors: `MC_ERR_NULL_ARGUMENT` (`out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of range),
- `MC_ERR_PANIC`.
-
- # Safety
- `out` is NULL or writable.
- */
-MC_API mc_status mc_activation_per_layer(mc_activation act, bool *out);
 
 /*
  Continues `prompt` (`n_prompt` ids) with up to `opts->max_new_tokens` new tokens (only the
@@ -1573,6 +1444,14 @@ MC_API mc_status mc_state_length(struct mc_state *state, int32_t seq, int64_t *o
 MC_API const char *mc_status_name(mc_status status);
 
 /*
+ The message of the last failed call on this thread (never NULL; "" before any failure).
+ A successful call does not clear it. Valid until the next failing call on this thread.
+
+ Returns no status; never fails.
+ */
+MC_API const char *mc_last_error(void);
+
+/*
  Encodes `text` (`text_len` bytes of UTF-8) with the context's encoding, as
  transformer-debugger's `encode`: the special token `<|endoftext|>` becomes its id; any other special token of the
  encoding in the text fails with `MC_ERR_TOKEN` naming it (Python tiktoken raises there).
@@ -1760,6 +1639,127 @@ mc_status mc_encode_batch(const struct mc_context *ctx,
                           size_t *offsets,
                           size_t n_offsets,
                           size_t *n_tokens);
+
+/*
+ The weight at `loc` in its standard shape (the dimension order `mc_describe_json` lists for it) as a versioned DLPack tensor.
+ `layer`: a layer index for per-layer locations, `MC_LAYER_NONE` for model-wide ones.
+ `normalize_dim`: `MC_DIM_NONE`, or a dimension appearing exactly once in the shape to
+ L2-normalise along. `device`: NULL for the context's. Free the result by calling its
+ `deleter` (from any thread); it stays valid after `mc_free`. Without normalisation or a
+ device change the tensor aliases the mapped file and carries `DLPACK_FLAG_BITMASK_READ_ONLY`.
+ Thread-safe.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `out`), `MC_ERR_INVALID_ARGUMENT` (`loc`, `layer` or
+ `normalize_dim` out of range or not fitting the location, a bad device string),
+ `MC_ERR_NOT_FOUND` (a piece missing from the checkpoint), `MC_ERR_IO`, `MC_ERR_FORMAT` /
+ `MC_ERR_FORBIDDEN` (a piece file that is not a safe torch.save or safetensors file, or a
+ piece whose shape disagrees with the config: the message names the config keys), `MC_ERR_SHAPE`
+ (a piece's head axis that the head count does not divide), `MC_ERR_DEVICE`,
+ `MC_ERR_NETWORK` (a remote piece), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, or a
+ stored dtype DLPack cannot carry), `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
+
+ # Safety
+ `ctx` is NULL or a live context; `device` NULL or NUL-terminated; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_get_weight(const struct mc_context *ctx,
+                        mc_weight_location loc,
+                        int32_t layer,
+                        mc_dimension normalize_dim,
+                        const char *device,
+                        DLManagedTensorVersioned **out);
+
+/*
+ `mc_get_weight` returning a legacy `DLManagedTensor` (no version, no read-only flag),
+ for consumers that only read the pre-1.0 struct (e.g. DLPack.jl). Free with its deleter.
+
+ Errors: as for `mc_get_weight`.
+
+ # Safety
+ As for `mc_get_weight`.
+ */
+MC_API
+mc_status mc_get_weight_legacy(const struct mc_context *ctx,
+                               mc_weight_location loc,
+                               int32_t layer,
+                               mc_dimension normalize_dim,
+                               const char *device,
+                               DLManagedTensor **out);
+
+/*
+ Fills `*req` for the caller's `size` (pass `sizeof *req`): zeroes all `size` bytes, writes
+ the defaults (location 0, `MC_LAYER_NONE`, `MC_DIM_NONE`, the context's device, the stored
+ dtype) and sets `struct_size = size`.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`req`), `MC_ERR_INVALID_ARGUMENT` (`size` below the 0.2 size
+ of the struct; nothing is written), `MC_ERR_PANIC`.
+
+ # Safety
+ `req` is NULL or valid for writes of `size` bytes.
+ */
+MC_API mc_status mc_weight_request_init(struct mc_weight_request *req, size_t size);
+
+/*
+ `mc_get_weight` with every option (`mc_weight_request`: stacks over layers, dtype
+ conversion). Free the result with its deleter. Thread-safe.
+
+ Errors: as for `mc_get_weight`, and `MC_ERR_NULL_ARGUMENT` (`req`),
+ `MC_ERR_INVALID_ARGUMENT` (`req->struct_size` below the 0.2 size, `req->dtype` out of
+ range), `MC_ERR_UNSUPPORTED` (a non-zero byte past the library's size of the struct).
+
+ # Safety
+ `ctx` NULL or live; `req` NULL or valid for `req->struct_size` bytes; `out` NULL or writable.
+ */
+MC_API
+mc_status mc_get_weight_ex(const struct mc_context *ctx,
+                           const struct mc_weight_request *req,
+                           DLManagedTensorVersioned **out);
+
+/*
+ The shape a weight request for `loc` and `layer` returns (size probe: `shape` NULL with
+ `capacity` 0 gives `MC_OK` and `*ndim`; at most 4 dimensions). Reads no piece. Thread-safe.
+
+ Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`, `ndim`), `MC_ERR_INVALID_ARGUMENT` (`loc` or `layer`
+ out of range), `MC_ERR_UNSUPPORTED` (a tokenizer-only context), `MC_ERR_BUFFER_TOO_SMALL`
+ (`capacity` below the rank: `*ndim` is the rank, `shape` untouched), `MC_ERR_PANIC`.
+
+ # Safety
+ `ctx` NULL or live; `shape` NULL or valid for `capacity` values; `ndim` NULL or writable.
+ */
+MC_API
+mc_status mc_weight_shape(const struct mc_context *ctx,
+                          mc_weight_location loc,
+                          int32_t layer,
+                          int64_t *shape,
+                          size_t capacity,
+                          size_t *ndim);
+
+/*
+ transformer-debugger's `get_embedding`: the token embedding `[vocab_size, d_model]`. Free with its deleter.
+
+ Errors: as for `mc_get_weight`.
+
+ # Safety
+ As for `mc_get_weight`.
+ */
+MC_API
+mc_status mc_get_embedding(const struct mc_context *ctx,
+                           const char *device,
+                           DLManagedTensorVersioned **out);
+
+/*
+ transformer-debugger's `get_unembedding_with_ln_gain`: `[d_model, vocab_size]` rows scaled by the
+ final layer-norm gain (a new, writable tensor). Free with its deleter.
+
+ Errors: as for `mc_get_weight`.
+
+ # Safety
+ As for `mc_get_weight`.
+ */
+MC_API
+mc_status mc_get_unembedding_with_ln_gain(const struct mc_context *ctx,
+                                          const char *device,
+                                          DLManagedTensorVersioned **out);
 
 #ifdef __cplusplus
 }  // extern "C"

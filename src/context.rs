@@ -2,6 +2,7 @@
 //! standard shapes, read lazily from a checkpoint source and cached per context.
 use crate::device::Device;
 use crate::dims::Dimension;
+pub use crate::dims::Layers;
 use crate::encoding;
 use crate::error::{err, ErrorKind, Result};
 use crate::model::{Model, ModelOptions};
@@ -218,16 +219,6 @@ fn check_layer<C: ModelContext + ?Sized>(
     }
 }
 
-/// Which layers a weight request covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layers {
-    /// A model-wide location.
-    None,
-    One(i64),
-    /// Every layer, stacked as `[n_layers, ...]`.
-    All,
-}
-
 /// A weight request with the options beyond the seed's `get_weight`.
 #[derive(Clone, Debug)]
 pub struct WeightRequest {
@@ -284,6 +275,7 @@ impl StandardModelContext {
     /// A context over any piece source.
     pub fn from_source(name: &str, device: Device, source: Box<dyn PieceSource>) -> Result<Self> {
         let n_vocab = encoding::n_vocab(&source.config().enc)
+            .map_err(crate::Error::from)
             .map_err(|e| err(e.kind, format!("{}: {}", source.location(), e.message)))?;
         crate::source::check_layer_claim(&*source)?;
         Ok(StandardModelContext {
@@ -445,7 +437,7 @@ impl ModelContext for StandardModelContext {
 
     /// Shared by every context of the same encoding (`Tokenizer::shared`), built on first use.
     fn tokenizer(&self) -> Result<&Tokenizer> {
-        Tokenizer::shared(&self.config().enc)
+        Ok(Tokenizer::shared(&self.config().enc)?)
     }
 
     fn get_or_create_model(&self, opts: Option<ModelOptions>) -> Result<Arc<Model>> {
@@ -472,6 +464,31 @@ impl ModelContext for StandardModelContext {
 
 /// The model name prefix that opens a tokenizer-only context: `"tiktoken:cl100k_base"`.
 pub const TOKENIZER_ONLY_PREFIX: &str = "tiktoken:";
+
+/// What a context supports, as JSON, so bindings need no hard-coded tables: every weight
+/// location with its dimensions and (where the context knows them) sizes, every dimension,
+/// every activation. Ids are the indices of the enums, which the C constants equal.
+pub fn describe(ctx: &dyn ModelContext) -> serde_json::Value {
+    use serde_json::json;
+    let names = |dims: &[Dimension]| dims.iter().map(|d| d.name()).collect::<Vec<_>>();
+    let weights = WeightLocation::ALL
+        .iter()
+        .map(|&l| {
+            let shape = ctx.shape_from_spec(l.spec().shape).ok();
+            json!({"name": l.name(), "id": l as i32, "per_layer": l.spec().per_layer,
+                   "dims": names(l.spec().shape), "shape": shape})
+        })
+        .collect::<Vec<_>>();
+    let dimensions = Dimension::ALL
+        .iter()
+        .map(|&d| json!({"name": d.name(), "id": d as i32, "size": ctx.get_dim_size(d).ok()}))
+        .collect::<Vec<_>>();
+    let activations = crate::activations::Activation::ALL
+        .iter()
+        .map(|&a| json!({"name": a.name(), "id": a as i32, "per_layer": a.per_layer(), "dims": names(a.shape())}))
+        .collect::<Vec<_>>();
+    json!({"weights": weights, "dimensions": dimensions, "activations": activations})
+}
 
 /// Opens `model`: a checkpoint (see `StandardModelContext::open`), or `"tiktoken:<encoding>"`
 /// for a tokenizer-only context.

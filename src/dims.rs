@@ -48,3 +48,38 @@ pub fn broadcasts(from: &[i64], to: &[i64]) -> bool {
             .zip(to.iter().rev())
             .all(|(f, t)| *f == 1 || f == t)
 }
+
+/// Which layers a request covers: the one check of a layer argument is the C ABI's conversion
+/// into this, and every call derives what it needs from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layers {
+    /// A model-wide location.
+    None,
+    One(i64),
+    /// Every layer (weights stacked as `[n_layers, ...]`; activations of every layer run).
+    All,
+}
+
+impl Layers {
+    /// The layer of each key this covers among the layers `run`.
+    pub fn expand(self, run: std::ops::Range<i64>) -> Vec<Option<i64>> {
+        match self {
+            Layers::None => vec![None],
+            Layers::One(l) => vec![Some(l)],
+            Layers::All => run.map(Some).collect(),
+        }
+    }
+
+    /// The one layer (or none) of a call that takes a single location; `All` is an error
+    /// naming `what`.
+    pub fn single(self, what: &str) -> crate::error::Result<Option<i64>> {
+        match self {
+            Layers::None => Ok(None),
+            Layers::One(l) => Ok(Some(l)),
+            Layers::All => Err(crate::error::err(
+                crate::error::ErrorKind::InvalidArgument,
+                format!("`{what}` is MC_LAYER_ALL, but this takes one layer"),
+            )),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! One error type for the core, classified so the C ABI can map each class to one status code.
 use model_context_formats::{ErrorKind as FormatKind, FormatError};
+use model_context_tokenizer::{Error as TokenError, ErrorKind as TokenKind};
 
 /// The class of a failure; the C ABI maps each class to exactly one `mc_status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,17 +49,20 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// An empty vector with room for `n` items, or `OutOfMemory` naming `what` and the bytes: the
 /// one way an allocation sized by input is made, so that it fails as an error, not an abort.
 pub fn vec_with_capacity<T>(n: usize, what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        err(
-            ErrorKind::OutOfMemory,
-            format!(
-                "cannot allocate {n} {what} ({} bytes)",
-                n.saturating_mul(std::mem::size_of::<T>())
-            ),
-        )
-    })?;
-    Ok(v)
+    Ok(model_context_tokenizer::error::vec_with_capacity(n, what)?)
+}
+
+impl From<TokenError> for Error {
+    fn from(e: TokenError) -> Self {
+        let kind = match e.kind {
+            TokenKind::InvalidArgument => ErrorKind::InvalidArgument,
+            TokenKind::Token => ErrorKind::Token,
+            TokenKind::Unsupported => ErrorKind::Unsupported,
+            TokenKind::OutOfMemory => ErrorKind::OutOfMemory,
+            TokenKind::Internal => ErrorKind::Internal,
+        };
+        Error::new(kind, e.message)
+    }
 }
 
 impl From<FormatError> for Error {

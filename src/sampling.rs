@@ -23,6 +23,14 @@ pub struct SampleOptions {
     pub stop_token: Option<i64>,
 }
 
+/// The stop token of a context's sampler: `<|endoftext|>` of its encoding when `on`.
+pub fn end_of_text_stop(ctx: &dyn crate::context::ModelContext, on: bool) -> Result<Option<i64>> {
+    Ok(match on {
+        true => Some(ctx.tokenizer()?.endoftext() as i64),
+        false => None,
+    })
+}
+
 impl Default for SampleOptions {
     fn default() -> Self {
         SampleOptions {

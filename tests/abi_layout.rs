@@ -2,10 +2,7 @@
 //! 0.2 (the first version of the struct rule in docs/abi.md). A field appended later must start
 //! at or past its struct's 0.2 size, never in the previous tail padding, and must be added here
 //! with its offset; the last check fails when a struct grows without an entry here.
-use model_context::ffi::api::*;
-use model_context::ffi::model::*;
-use model_context::ffi::state::*;
-use model_context::ffi::status::*;
+use model_context::ffi::*;
 use std::mem::{offset_of, size_of};
 
 /// `(field, offset, size)` of each field, in order, and the struct's size in ABI 0.2.

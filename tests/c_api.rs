@@ -1,9 +1,8 @@
 //! The C ABI's boundary: statuses, messages, NULLs, out-parameters, and a handle that stays
 //! usable after every kind of bad input.
 mod common;
-use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
-use model_context::ffi::status::*;
+use model_context::ffi::*;
 use std::ffi::{c_char, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
@@ -566,7 +565,7 @@ fn listing_shapes_and_weight_requests() {
     let mut req = common::init(mc_weight_request_init);
     req.location = MC_WEIGHT_MLP_HIDDEN_BIAS;
     req.layer = MC_LAYER_ALL;
-    req.dtype = model_context::ffi::model::MC_DTYPE_BFLOAT16;
+    req.dtype = model_context::ffi::MC_DTYPE_BFLOAT16;
     let mut t: *mut DLManagedTensorVersioned = null_mut();
     assert_eq!(unsafe { mc_get_weight_ex(ctx, &req, &mut t) }, MC_OK);
     unsafe {

@@ -1,12 +1,8 @@
 //! The model's C ABI: forward requests, outputs, sampling, and a clear status for every bad
 //! input with the context still usable.
 mod common;
-use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
-use model_context::ffi::forward::*;
-use model_context::ffi::model::*;
-use model_context::ffi::sample::*;
-use model_context::ffi::status::*;
+use model_context::ffi::*;
 use std::ffi::{CStr, CString};
 use std::ptr::{null, null_mut};
 
@@ -639,7 +635,7 @@ fn bad_edits_have_their_status_and_name_the_field() {
 /// state still appends; a call on a state never reads a freed context.
 #[test]
 fn a_state_outlives_its_context() {
-    use model_context::ffi::state::*;
+    use model_context::ffi::*;
     let dir = common::data_dir(
         "MC_DEMO_DIR",
         "data/demo",

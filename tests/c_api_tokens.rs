@@ -3,10 +3,8 @@
 //! one token), out-parameters untouched on failure (except the size-probe length), the
 //! tokenizer-only context, and a handle that stays usable after each failure.
 mod common;
-use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
-use model_context::ffi::status::*;
-use model_context::ffi::tokens::*;
+use model_context::ffi::*;
 use model_context::tokenizer::Tokenizer;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr::{null, null_mut};

@@ -5,12 +5,8 @@
 //! context. (ThreadSanitizer cannot check this build: see the README's Reliability section for
 //! why, and for what stands in for it: this test, and tests/c/stress.c under AddressSanitizer.)
 mod common;
-use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
-use model_context::ffi::forward::*;
-use model_context::ffi::model::*;
-use model_context::ffi::status::*;
-use model_context::ffi::tokens::*;
+use model_context::ffi::*;
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr::null_mut;

@@ -136,7 +136,7 @@ fn header_names_only_documents_that_ship() {
 /// `mc_status_name` as spelled in the header, and nothing past the last one.
 #[test]
 fn status_constants_and_names_agree() {
-    use model_context::ffi::status::mc_status_name;
+    use model_context::ffi::mc_status_name;
     let h = header();
     let mut statuses: Vec<(i32, String)> = h
         .lines()

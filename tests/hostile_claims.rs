@@ -6,13 +6,9 @@
 //! (measured here) plus a margin, and a time limit. Every call must return a status with a
 //! message; the child must never abort or exceed a limit.
 mod common;
-use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
-use model_context::ffi::forward::*;
-use model_context::ffi::model::*;
-use model_context::ffi::sample::*;
-use model_context::ffi::status::*;
-use model_context::ffi::tokens::mc_decode;
+use model_context::ffi::mc_decode;
+use model_context::ffi::*;
 use serde_json::Value;
 use std::ffi::{CStr, CString};
 use std::os::unix::process::CommandExt;

@@ -7,13 +7,8 @@
 //! space and the number of mappings (a leaked tensor that views a mapped piece keeps its mapping
 //! alive without making its pages resident).
 mod common;
-use model_context::ffi::api::*;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;
-use model_context::ffi::forward::*;
-use model_context::ffi::model::*;
-use model_context::ffi::state::*;
-use model_context::ffi::status::*;
-use model_context::ffi::tokens::*;
+use model_context::ffi::*;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr::{null, null_mut};
 

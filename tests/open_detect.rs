@@ -2,8 +2,7 @@
 //! models; URLs; Hugging Face configs and files the TDB layout cannot represent. Every
 //! refusal names what was expected, through the Rust API and the C ABI's statuses.
 mod common;
-use model_context::ffi::api::*;
-use model_context::ffi::status::*;
+use model_context::ffi::*;
 use model_context::source::detect::{open_source, ModelKind};
 use model_context::source::SourceOptions;
 use model_context::{ErrorKind, ModelContext, OpenOptions, StandardModelContext, WeightLocation};

@@ -3,8 +3,7 @@
 //! that recover, corrupt bodies), offline mode, named models through a mirror, the C
 //! options, and two processes fetching at once.
 mod common;
-use model_context::ffi::api::*;
-use model_context::ffi::status::*;
+use model_context::ffi::*;
 use model_context::source::fetch::{checkpoint_dir, RetryPolicy};
 use model_context::source::{Progress, SourceOptions};
 use model_context::{

@@ -5,8 +5,7 @@
 //! pre-tokenizer covers strings the corpus lacks.
 mod common;
 use common::Rng;
-use model_context::tokenizer::{Rank, Tokenizer};
-use model_context::ErrorKind;
+use model_context_tokenizer::{ErrorKind, Rank, Tokenizer};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -331,7 +330,7 @@ fn pieces_match_the_regex() {
     let mut rng = Rng(42);
     for (enc, (family, pattern)) in ["r50k_base", "cl100k_base", "o200k_base"]
         .iter()
-        .zip(model_context::tokenizer::PATTERNS)
+        .zip(model_context_tokenizer::tokenizer::PATTERNS)
     {
         let tok = Tokenizer::shared(enc).unwrap();
         assert_eq!(tok.pattern().regex(), pattern, "{family}");

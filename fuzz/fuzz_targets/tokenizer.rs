@@ -8,8 +8,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use model_context_fuzz::error::ErrorKind;
-use model_context_fuzz::tokenizer::{Rank, Tokenizer};
+use model_context_tokenizer::ErrorKind;
+use model_context_tokenizer::{Rank, Tokenizer};
 
 const ENCODINGS: [&str; 3] = ["gpt2", "cl100k_base", "o200k_base"];
 /// The parallel encoder starts at 128 KiB; texts repeated past this exercise it.

@@ -1,13 +1,17 @@
 //! `mc_forward` through the C ABI: the request read field by field (tokens, padding,
 //! activations, edits, start and end, the objective of a backward pass), one call to the
 //! model, and the output's logits, activations, objective and gradients as DLPack tensors.
-use super::api::{ctx_arg, mc_context, MC_LAYER_ALL, MC_LAYER_NONE};
-use super::dlpack::{export_versioned, import_borrowed, DLManagedTensorVersioned};
+use super::abi_struct::*;
+use super::args::*;
+use super::buffers::*;
+use super::context::*;
+use super::dlpack::*;
+use super::enums::*;
 use super::model::*;
-use super::status::mc_status;
-use super::*;
+use super::status::*;
 use crate::activations::Activation;
 use crate::edits::{AxisSelection, Edit, EditOp};
+use crate::error::{err, ErrorKind, Result};
 use crate::model::{ActivationKey, Experiment, ForwardInput, ForwardOutput, LogitsChoice, Start};
 use crate::objective::{Backward, Objective};
 use std::ffi::c_void;
@@ -106,20 +110,9 @@ pub(crate) unsafe fn keys_arg(
     let mut keys = Vec::new();
     for (&a, &l) in acts.iter().zip(layers) {
         let act = activation(a)?;
-        match l {
-            MC_LAYER_ALL => keys.extend(run.clone().map(|i| (act, Some(i)))),
-            MC_LAYER_NONE => keys.push((act, None)),
-            l if l >= 0 => keys.push((act, Some(l as i64))),
-            l => {
-                return Err(err(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "layer {l} for {} is negative and not MC_LAYER_NONE or MC_LAYER_ALL",
-                        act.name()
-                    ),
-                ))
-            }
-        }
+        let layers =
+            layer_arg(l).map_err(|e| err(e.kind, format!("{}: {}", act.name(), e.message)))?;
+        keys.extend(layers.expand(run.clone()).into_iter().map(|l| (act, l)));
     }
     Ok(keys)
 }
@@ -168,7 +161,7 @@ unsafe fn backward_arg(
         },
         MC_OBJECTIVE_DIRECTION => Objective::Direction {
             location: activation(o.location)?,
-            layer: (o.layer != MC_LAYER_NONE).then_some(o.layer as i64),
+            layer: layer_arg(o.layer)?.single("objective->layer")?,
             positions: positions()?,
             direction: import_borrowed(o.direction, "objective->direction")?,
         },
@@ -223,7 +216,7 @@ unsafe fn edit_arg(e: &mc_edit, i: usize) -> Result<Edit> {
     };
     Ok(Edit {
         location,
-        layer: (e.layer != MC_LAYER_NONE).then_some(e.layer as i64),
+        layer: layer_arg(e.layer)?.single(&format!("{what}.layer"))?,
         selection,
         op,
     })
@@ -388,7 +381,7 @@ pub unsafe extern "C" fn mc_forward_output_get(
 /// A location and layer as the output's key (`MC_LAYER_NONE`: model-wide).
 fn key_arg(act: mc_activation, layer: i32) -> Result<(Activation, ActivationKey)> {
     let act = activation(act)?;
-    Ok((act, (act, (layer != MC_LAYER_NONE).then_some(layer as i64))))
+    Ok((act, (act, layer_arg(layer)?.single("layer")?)))
 }
 
 /// Hands out one tensor of an output, chosen by `pick`, as a new DLPack tensor.

@@ -2,84 +2,15 @@
 //! Thread safety: `mc_create_model`, `mc_forward` and `mc_sample` may run concurrently on one
 //! context (the model is created once and then only read); a forward output may be read from
 //! several threads, and is freed once with `mc_forward_output_free`.
-use super::api::{ctx_arg, lookup_name, mc_context, MC_LAYER_NONE};
-use super::dlpack::DLManagedTensorVersioned;
-use super::status::mc_status;
-use super::*;
-use crate::activations::Activation;
-use crate::model::{ModelDType, ModelOptions};
+use super::abi_struct::*;
+use super::context::*;
+use super::dlpack::*;
+use super::enums::*;
+use super::status::*;
+use crate::error::{err, ErrorKind};
+use crate::model::ModelOptions;
 use crate::sampling::SampleOptions;
 use std::ffi::c_void;
-
-/// An activation location: one of the `MC_ACT_*` constants (transformer-debugger's names).
-pub type mc_activation = i32;
-/// A model dtype: `MC_DTYPE_FLOAT32`, `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
-pub type mc_dtype = i32;
-/// How token ids are passed: `MC_TOKENS_INT64` or `MC_TOKENS_UINT32`.
-pub type mc_token_type = i32;
-
-pub const MC_ACT_RESID_POST_EMB: mc_activation = 0;
-pub const MC_ACT_RESID_DELTA_ATTN: mc_activation = 1;
-pub const MC_ACT_RESID_POST_ATTN: mc_activation = 2;
-pub const MC_ACT_RESID_DELTA_MLP: mc_activation = 3;
-pub const MC_ACT_RESID_POST_MLP: mc_activation = 4;
-pub const MC_ACT_ATTN_LN_SCALE: mc_activation = 5;
-pub const MC_ACT_MLP_LN_SCALE: mc_activation = 6;
-pub const MC_ACT_RESID_LN_F_SCALE: mc_activation = 7;
-pub const MC_ACT_RESID_POST_ATTN_LN: mc_activation = 8;
-pub const MC_ACT_RESID_POST_MLP_LN: mc_activation = 9;
-pub const MC_ACT_RESID_POST_LN_F: mc_activation = 10;
-pub const MC_ACT_ATTN_Q: mc_activation = 11;
-pub const MC_ACT_ATTN_K: mc_activation = 12;
-pub const MC_ACT_ATTN_V: mc_activation = 13;
-pub const MC_ACT_ATTN_QK_LOGITS: mc_activation = 14;
-pub const MC_ACT_ATTN_QK_PROBS: mc_activation = 15;
-pub const MC_ACT_ATTN_V_OUT: mc_activation = 16;
-pub const MC_ACT_MLP_PRE_ACT: mc_activation = 17;
-pub const MC_ACT_MLP_POST_ACT: mc_activation = 18;
-pub const MC_ACT_LOGITS: mc_activation = 19;
-/// Number of activation locations (valid values are `0 .. MC_ACT_COUNT`).
-pub const MC_ACT_COUNT: mc_activation = 20;
-
-/// "Keep the stored dtype" (weight requests only).
-pub const MC_DTYPE_NONE: mc_dtype = -1;
-pub const MC_DTYPE_FLOAT32: mc_dtype = 0;
-pub const MC_DTYPE_FLOAT16: mc_dtype = 1;
-pub const MC_DTYPE_BFLOAT16: mc_dtype = 2;
-
-pub const MC_TOKENS_INT64: mc_token_type = 0;
-pub const MC_TOKENS_UINT32: mc_token_type = 1;
-
-/// What an edit does: one of the `MC_EDIT_*` constants.
-pub type mc_edit_op = i32;
-/// Set the selected elements to `value` (zero-ablation with 0).
-pub const MC_EDIT_SET: mc_edit_op = 0;
-/// Multiply the selected elements by `value`.
-pub const MC_EDIT_SCALE: mc_edit_op = 1;
-/// Add `operand`, broadcast to the selection's shape (steering).
-pub const MC_EDIT_ADD: mc_edit_op = 2;
-/// Replace the selected elements with `operand`, broadcast (patching, mean-ablation).
-pub const MC_EDIT_REPLACE: mc_edit_op = 3;
-
-/// Which positions get logits: one of the `MC_LOGITS_*` constants.
-pub type mc_logits_choice = i32;
-/// Every position, `[batch, seq_len, vocab]` (the default).
-pub const MC_LOGITS_ALL: mc_logits_choice = 0;
-/// Each row's last non-padding position, `[batch, 1, vocab]`.
-pub const MC_LOGITS_LAST: mc_logits_choice = 1;
-/// None: no unembedding; `mc_forward_output_get(.., MC_ACT_LOGITS, ..)` is `MC_ERR_NOT_FOUND`.
-pub const MC_LOGITS_NONE: mc_logits_choice = 2;
-
-/// What a backward pass differentiates: one of the `MC_OBJECTIVE_*` constants.
-pub type mc_objective_kind = i32;
-/// The logit of `tokens[row]` at `positions[row]`.
-pub const MC_OBJECTIVE_LOGIT: mc_objective_kind = 0;
-/// `logit(tokens[row]) - logit(other_tokens[row])` at `positions[row]`.
-pub const MC_OBJECTIVE_LOGIT_DIFF: mc_objective_kind = 1;
-/// The mean log-probability of the targets over the row's non-padding positions.
-pub const MC_OBJECTIVE_LOG_PROB: mc_objective_kind = 2;
-/// The dot product of an activation at `positions[row]` with `direction`.
-pub const MC_OBJECTIVE_DIRECTION: mc_objective_kind = 3;
 
 /// The objective of a backward pass (docs/experiments.md), one scalar per row; the rows'
 /// sum is differentiated, so each row's gradients are its own. Fill with
@@ -236,15 +167,6 @@ pub struct mc_sample_options {
     pub top_k: u32,
     /// Must be zero.
     pub reserved: u32,
-}
-
-pub(crate) fn activation(a: mc_activation) -> Result<Activation> {
-    Activation::from_index(a as i64).ok_or_else(|| {
-        err(
-            ErrorKind::InvalidArgument,
-            format!("activation location {a} out of range (0..{MC_ACT_COUNT})"),
-        )
-    })
 }
 
 impl AbiStruct for mc_model_options {
@@ -446,61 +368,6 @@ pub unsafe extern "C" fn mc_create_model(
             simplify: o.simplify,
             dtype,
         }))?;
-        Ok(())
-    })
-}
-
-/// `MC_DTYPE_NONE` is None; the three floating-point dtypes map to `ModelDType`.
-pub(crate) fn dtype_arg(d: mc_dtype) -> Result<Option<ModelDType>> {
-    match d {
-        MC_DTYPE_NONE => Ok(None),
-        MC_DTYPE_FLOAT32 => Ok(Some(ModelDType::Float32)),
-        MC_DTYPE_FLOAT16 => Ok(Some(ModelDType::Float16)),
-        MC_DTYPE_BFLOAT16 => Ok(Some(ModelDType::BFloat16)),
-        d => Err(err(
-            ErrorKind::InvalidArgument,
-            format!("dtype {d} out of range (MC_DTYPE_NONE or 0..3)"),
-        )),
-    }
-}
-
-/// Looks up an activation location by name (e.g. "mlp.post_act").
-///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`name`, `out`), `MC_ERR_INVALID_ARGUMENT` (not UTF-8),
-/// `MC_ERR_NOT_FOUND` (no such name), `MC_ERR_PANIC`.
-///
-/// # Safety
-/// `name` is NULL or NUL-terminated; `out` is NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn mc_activation_from_name(
-    name: *const c_char,
-    out: *mut mc_activation,
-) -> mc_status {
-    lookup_name(name, out, "activation location", |n| {
-        Activation::from_name(n).map(|a| a as i32)
-    })
-}
-
-/// The name of an activation location (static storage), or NULL when out of range.
-///
-/// Returns no status; NULL is its only failure.
-#[no_mangle]
-pub extern "C" fn mc_activation_name(act: mc_activation) -> *const c_char {
-    activation(act).map_or(std::ptr::null(), |a| a.c_name().as_ptr())
-}
-
-/// Whether an activation location is per-layer (else model-wide).
-///
-/// Errors: `MC_ERR_NULL_ARGUMENT` (`out`), `MC_ERR_INVALID_ARGUMENT` (`act` out of range),
-/// `MC_ERR_PANIC`.
-///
-/// # Safety
-/// `out` is NULL or writable.
-#[no_mangle]
-pub unsafe extern "C" fn mc_activation_per_layer(act: mc_activation, out: *mut bool) -> mc_status {
-    guard(|| {
-        arg_out(out, "out")?;
-        write_out(out, activation(act)?.per_layer());
         Ok(())
     })
 }

@@ -1,19 +1,24 @@
 //! Sampling through the C ABI: one prompt (`mc_sample`) or several advanced together
 //! (`mc_sample_batch`), each on a decoding state so every new token costs one position.
-use super::api::{ctx_arg, mc_context};
+use super::abi_struct::*;
+use super::args::*;
+use super::buffers::*;
+use super::context::*;
 use super::model::*;
-use super::status::mc_status;
-use super::tokens::fits;
-use super::*;
+use super::status::*;
 use crate::context::ModelContext;
+use crate::error::{err, ErrorKind, Result};
 use crate::sampling::{sample, sample_batch, SampleOptions, StopReason};
 
 /// Why a prompt's generation ended: one of the `MC_STOP_*` constants.
 pub type mc_stop_reason = i32;
+
 /// It produced `<|endoftext|>` (the last token written).
 pub const MC_STOP_END_OF_TEXT: mc_stop_reason = 0;
+
 /// It produced `max_new_tokens` tokens.
 pub const MC_STOP_MAX_TOKENS: mc_stop_reason = 1;
+
 /// Its sequence filled the context window (the last token is the one predicted there).
 pub const MC_STOP_WINDOW: mc_stop_reason = 2;
 
@@ -25,10 +30,7 @@ fn options(ctx: &dyn ModelContext, o: &mc_sample_options) -> Result<SampleOption
             format!("`opts->reserved` = {} must be zero", o.reserved),
         ));
     }
-    let stop_token = match o.stop_at_end_of_text {
-        true => Some(ctx.tokenizer()?.endoftext() as i64),
-        false => None,
-    };
+    let stop_token = crate::sampling::end_of_text_stop(ctx, o.stop_at_end_of_text)?;
     Ok(SampleOptions {
         max_new_tokens: o.max_new_tokens as usize,
         temperature: o.temperature,

@@ -1,12 +1,16 @@
 //! Decoding states through the C ABI (docs/decoding.md): create from a context, append
 //! tokens to several sequences at once (the output is a forward output over the new
 //! positions), copy, remove and truncate sequences, read their lengths.
-use super::api::{ctx_arg, mc_context};
-use super::forward::{edits_arg, ids_arg_typed, keys_arg, logits_arg, mc_forward_output};
+use super::abi_struct::*;
+use super::args::*;
+use super::buffers::*;
+use super::context::*;
+use super::enums::*;
+use super::forward::*;
 use super::model::*;
-use super::status::mc_status;
-use super::*;
+use super::status::*;
 use crate::decode::{Append, DecodeState};
+use crate::error::{err, ErrorKind, Result};
 use crate::model::Experiment;
 use std::ffi::c_void;
 use std::sync::{Mutex, MutexGuard, TryLockError};

@@ -7,9 +7,11 @@
 //! (or a NULL buffer with a non-zero capacity) returns `MC_ERR_BUFFER_TOO_SMALL` and writes the
 //! needed length; the buffer itself is then untouched. Token ids never outnumber the input's
 //! bytes, so a capacity of `text_len` tokens always suffices for `mc_encode`.
-use super::api::{ctx_arg, mc_context};
+use super::args::*;
+use super::buffers::*;
+use super::context::*;
 use super::status::*;
-use super::*;
+use crate::error::Result;
 use crate::tokenizer::{Rank, Tokenizer};
 use std::ffi::c_char;
 
@@ -40,94 +42,6 @@ unsafe fn arg_texts<'a>(
 
 unsafe fn tokenizer<'a>(ctx: *const mc_context) -> Result<&'a Tokenizer> {
     ctx_arg(ctx)?.tokenizer()
-}
-
-/// Size probe check: `Ok(true)` when `data` fits `buf` (the caller then writes it), `Ok(false)`
-/// for a probe (NULL buffer, capacity 0). Either way `*n_out` receives the needed length, also
-/// when the buffer is too small (the one out-parameter written on that failure).
-///
-/// # Safety
-/// `n_out` was checked by `arg_out`.
-pub(crate) unsafe fn fits<T>(
-    needed: usize,
-    buf: *mut T,
-    capacity: usize,
-    n_out: *mut usize,
-    what: &str,
-) -> Result<bool> {
-    if buf.is_null() && capacity == 0 {
-        write_out(n_out, needed);
-        return Ok(false);
-    }
-    if buf.is_null() || capacity < needed {
-        write_out(n_out, needed);
-        return Err(err(
-            ErrorKind::BufferTooSmall,
-            format!(
-                "`{what}` holds {capacity} but {needed} are needed{}",
-                if buf.is_null() {
-                    " (and it is NULL)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
-    Ok(true)
-}
-
-/// Copies `data` into `buf` (which `fits` accepted) and writes its length.
-///
-/// # Safety
-/// `buf` is valid for `data.len()` writes; `n_out` is writable.
-pub(crate) unsafe fn write_data<T: Copy>(data: &[T], buf: *mut T, n_out: *mut usize) {
-    std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
-    write_out(n_out, data.len());
-}
-
-/// The size probe for a slice result: writes `data` when it fits, its length always.
-///
-/// # Safety
-/// As for `fits` and `write_data`.
-pub(crate) unsafe fn write_sized<T: Copy>(
-    data: &[T],
-    buf: *mut T,
-    capacity: usize,
-    n_out: *mut usize,
-    what: &str,
-) -> Result<()> {
-    if fits(data.len(), buf, capacity, n_out, what)? {
-        write_data(data, buf, n_out);
-    }
-    Ok(())
-}
-
-/// Checks an offsets buffer of `capacity` entries for `n` items (it needs `n + 1`), up front.
-fn check_offsets(offsets: *mut usize, capacity: usize, n: usize) -> Result<()> {
-    arg_out(offsets, "offsets")?;
-    match capacity > n {
-        true => Ok(()),
-        false => Err(err(
-            ErrorKind::BufferTooSmall,
-            format!(
-                "`offsets` holds {capacity} entries but {} are needed (n + 1)",
-                n + 1
-            ),
-        )),
-    }
-}
-
-/// `lengths` as n + 1 offsets (0, l0, l0 + l1, ...) into `offsets`.
-///
-/// # Safety
-/// `offsets` is valid for `lengths.len() + 1` writes (`check_offsets` accepted it).
-unsafe fn write_offsets(lengths: impl Iterator<Item = usize>, offsets: *mut usize) {
-    let mut total = 0;
-    offsets.write(0);
-    for (i, len) in lengths.enumerate() {
-        total += len;
-        offsets.add(i + 1).write(total);
-    }
 }
 
 /// Encodes `text` (`text_len` bytes of UTF-8) with the context's encoding, as

@@ -435,7 +435,7 @@ pub fn config_from_hf(obj: &Map<String, Value>, origin: &str) -> Result<Config> 
             format!("is {vocab}, not the {n_vocab} tokens of the gpt2 encoding"),
         ));
     }
-    config.validated(origin)
+    Ok(config.validated(origin)?)
 }
 
 #[cfg(test)]

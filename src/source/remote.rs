@@ -82,7 +82,7 @@ impl RemoteTdb {
         let parse = |p: &std::path::Path| -> Result<Config> {
             let text = crate::source::read_json_text(p)
                 .map_err(|e| err(e.kind, format!("{url} (cached as {e})")))?;
-            Config::from_json(&text, &url)
+            Ok(Config::from_json(&text, &url)?)
         };
         fetcher.fetch(&url, &path, "config.json", |tmp| parse(tmp).map(|_| ()))?;
         let config = parse(&path)?;

@@ -4,10 +4,12 @@
 //! libtorch and without executing anything from its pickle: [`load_pt`], [`load_tensor`] and
 //! [`load_pt_bytes`]. Stored records are zero-copy views into a private memory map.
 //! [`load_safetensors`] reads Hugging Face `.safetensors` files the same way, and
-//! [`save_tensor`] writes a single-tensor `.pt` file that Python's `torch.load` reads.
+//! [`save_tensor`] writes a single-tensor `.pt` file that Python's `torch.load` reads, and
+//! [`config::Config`] reads and validates a TDB `config.json`.
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod pt;

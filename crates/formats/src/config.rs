@@ -1,17 +1,30 @@
 //! The TDB `config.json` (spec section 1): seven keys with defaults, strictly validated,
 //! because every shape the library checks is derived from it.
-use crate::error::{err, ErrorKind::Format, Result};
+use crate::error::{ErrorKind, ErrorKind::Format, FormatError};
 use serde_json::{Map, Value};
+
+type Result<T> = std::result::Result<T, FormatError>;
+
+fn err(kind: ErrorKind, message: String) -> FormatError {
+    FormatError::new(kind, message)
+}
 
 /// A validated transformer configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// The tiktoken encoding's name.
     pub enc: String,
+    /// Positions the model attends over.
     pub ctx_window: i64,
+    /// Residual stream width.
     pub d_model: i64,
+    /// Transformer blocks.
     pub n_layers: i64,
+    /// Attention width as a multiple of `d_model`.
     pub m_attn: f64,
+    /// Attention heads per layer.
     pub n_heads: i64,
+    /// MLP width as a multiple of `d_model`.
     pub m_mlp: f64,
 }
 
@@ -135,15 +148,19 @@ impl Config {
     pub fn d_ff(&self) -> i64 {
         (self.d_model as f64 * self.m_mlp) as i64
     }
+    /// `int(d_model * m_attn)`: the width of queries and keys over all heads.
     pub fn d_attn_qk(&self) -> i64 {
         (self.d_model as f64 * self.m_attn) as i64
     }
+    /// The width of values over all heads (equal to `d_attn_qk` in this family).
     pub fn d_attn_v(&self) -> i64 {
         self.d_attn_qk()
     }
+    /// One head's query and key width.
     pub fn d_head_qk(&self) -> i64 {
         self.d_attn_qk() / self.n_heads
     }
+    /// One head's value width.
     pub fn d_head_v(&self) -> i64 {
         self.d_attn_v() / self.n_heads
     }
