@@ -84,11 +84,6 @@ typedef struct DLManagedTensorVersioned {
 #endif /* DLPACK_DLPACK_H_ */
 
 
-/*
- The most sequences one state may hold (ids are `0..n_seq_max`).
- */
-#define MAX_SEQUENCES 4096
-
 #define MC_VERSION_MAJOR 0
 
 #define MC_VERSION_MINOR 2
@@ -105,6 +100,11 @@ typedef struct DLManagedTensorVersioned {
  (`mc_get_weight_ex`), every layer's activation (`mc_forward_request.layers`).
  */
 #define MC_LAYER_ALL -2
+
+/*
+ The most sequences one state may hold (ids are `0..n_seq_max`).
+ */
+#define MAX_SEQUENCES 4096
 
 /*
  The most bytes a JSON file of a checkpoint (`config.json`, a shard index) may hold: GPT-2's

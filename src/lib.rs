@@ -1,31 +1,22 @@
 //! model_context: GPT-2-family transformer checkpoints (transformer-debugger layout) for C,
 //! Julia and Go, with weights handed out as DLPack tensors.
 //!
-//! Layers, each depending only on those before it: file formats and `config.json`
+//! Layers, in folders, each using only those before it: file formats and `config.json`
 //! (`model_context_formats`) and the tokenizer (`model_context_tokenizer`), both tch-free ->
-//! checkpoint sources (`source`) -> the model context (`weights`, `dims`, `context`) -> the
-//! model (forward, edits, gradients, decoding, sampling) -> the C ABI (`ffi`), which converts
-//! arguments and results around one core call each. `tests/layering.rs` fails on a cycle.
-//! `convert` writes any source out as a TDB folder (the `mc-convert` tool).
-pub mod names;
-pub mod processing;
-pub mod sampling;
-
-pub mod activations;
+//! the schema (`schema`: names, dimensions, weight and activation tables, state-dict layout)
+//! -> checkpoint sources (`source`, and `source::convert` behind the `mc-convert` tool) -> the
+//! model (`model`: forward, edits, objectives and gradients, decoding, sampling) -> the model
+//! context (`context`, with weight processing) -> the C ABI (`ffi`), which converts arguments
+//! and results around one core call each. `error`, `device` and `tensor` serve them all.
+//! `tests/layering.rs` fails on a module cycle.
 pub mod context;
-pub mod convert;
-pub mod decode;
 pub mod device;
-pub mod dims;
-pub mod edits;
 pub mod error;
 pub mod ffi;
-pub mod layout;
 pub mod model;
-pub mod objective;
+pub mod schema;
 pub mod source;
 pub mod tensor;
-pub mod weights;
 
 /// `config.json` is a file format: read by the tch-free formats crate.
 pub use model_context_formats::config;
@@ -34,7 +25,7 @@ pub use model_context_tokenizer::{encoding, parallel, tokenizer};
 
 pub use context::{ModelContext, OpenOptions, StandardModelContext, StubModelContext};
 pub use device::Device;
-pub use dims::Dimension;
 pub use error::{Error, ErrorKind, Result};
+pub use schema::dims::Dimension;
+pub use schema::weights::WeightLocation;
 pub use tokenizer::Tokenizer;
-pub use weights::WeightLocation;

@@ -2,6 +2,7 @@
 //! A local TDB folder (here), a Hugging Face GPT-2 folder read in the TDB layout (`hf`), a
 //! remote TDB prefix or named model fetched into a cache (`remote`, `fetch`), and the rules
 //! that tell them apart (`detect`).
+pub mod convert;
 pub mod detect;
 pub mod fetch;
 pub mod hf;
@@ -113,7 +114,7 @@ pub fn layer_claim_error(location: &str, claimed: i64, found: i64) -> Error {
             "{location}: the config claims n_layers = {claimed} (`n_layer` in a Hugging Face \
              config) but the checkpoint holds pieces for {found} layer(s) ({held}; piece \
              `{}` is missing)",
-            crate::layout::layer_probe(found)
+            crate::schema::layout::layer_probe(found)
         ),
     )
 }
@@ -122,7 +123,7 @@ pub fn layer_claim_error(location: &str, claimed: i64, found: i64) -> Error {
 /// the last claimed layer must exist. Costs one lookup, or as many as there are layers.
 pub fn check_layer_claim(src: &dyn PieceSource) -> Result<()> {
     let n = src.config().n_layers;
-    let probe = |l: i64| src.has_piece(&crate::layout::layer_probe(l));
+    let probe = |l: i64| src.has_piece(&crate::schema::layout::layer_probe(l));
     if n <= 0 || probe(n - 1) != Some(false) {
         return Ok(());
     }

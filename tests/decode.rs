@@ -6,12 +6,12 @@
 //! property test of random state operations on a tiny model. CUDA too where a GPU is visible.
 mod common;
 use common::{devices, Rng};
-use model_context::activations::Activation::{self, *};
-use model_context::decode::{Append, DecodeState};
-use model_context::edits::{AxisSelection, Edit, EditOp};
+use model_context::model::decode::{Append, DecodeState};
+use model_context::model::edits::{AxisSelection, Edit, EditOp};
+use model_context::model::objective::{Backward, Objective};
+use model_context::model::sampling::{sample, sample_batch, SampleOptions, StopReason};
 use model_context::model::{ActivationKey, Experiment, ForwardInput, LogitsChoice, Model};
-use model_context::objective::{Backward, Objective};
-use model_context::sampling::{sample, sample_batch, SampleOptions, StopReason};
+use model_context::schema::activations::Activation::{self, *};
 use model_context::{Device, ErrorKind, ModelContext, OpenOptions, StandardModelContext};
 use serde_json::Value;
 use std::path::PathBuf;

@@ -4,9 +4,9 @@
 mod common;
 use common::padded as input;
 use common::Rng;
-use model_context::activations::Activation::{self, *};
-use model_context::edits::{AxisSelection, Edit, EditOp};
+use model_context::model::edits::{AxisSelection, Edit, EditOp};
 use model_context::model::{Experiment, ForwardInput, ForwardOutput, LogitsChoice, Model, Start};
+use model_context::schema::activations::Activation::{self, *};
 use model_context::ErrorKind;
 use std::sync::Arc;
 use tch::{Kind, Tensor};

@@ -3,10 +3,10 @@
 //! by a gradient request, zeros where the objective cannot depend on a location; and bad
 //! requests that leave the model usable.
 mod common;
-use model_context::activations::Activation::{self, *};
-use model_context::edits::{AxisSelection, Edit, EditOp};
+use model_context::model::edits::{AxisSelection, Edit, EditOp};
+use model_context::model::objective::{Backward, Objective};
 use model_context::model::{ActivationKey, Experiment, ForwardInput, ForwardOutput, Model};
-use model_context::objective::{Backward, Objective};
+use model_context::schema::activations::Activation::{self, *};
 use model_context::ErrorKind;
 use std::sync::Arc;
 use tch::{Kind, Tensor};

@@ -5,8 +5,8 @@
 //! too where a GPU is visible (a SKIPPED line otherwise).
 mod common;
 use common::{devices, edits, load, max_diff, parse_key};
+use model_context::model::objective::{Backward, Objective};
 use model_context::model::{Experiment, ModelDType, ModelOptions, Start};
-use model_context::objective::{Backward, Objective};
 use model_context::{Device, ModelContext, OpenOptions, StandardModelContext};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

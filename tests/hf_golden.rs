@@ -75,7 +75,7 @@ fn hf_folders_equal_their_python_tdb_conversion_bit_for_bit() {
             assert_eq!(hf.config(), tdb.config(), "{what}");
             // Every piece: same dtype, shape and bytes, and a view into the mapped file.
             let n_vocab = 50257;
-            for (key, shape) in model_context::layout::pieces(hf.config(), n_vocab) {
+            for (key, shape) in model_context::schema::layout::pieces(hf.config(), n_vocab) {
                 let h = hf.load_piece(&key).unwrap();
                 let t = tdb.load_piece(&key).unwrap();
                 assert_eq!((h.dtype, &h.shape), (t.dtype, &shape), "{what} {key}");

@@ -3,8 +3,8 @@
 //! weight test.
 mod common;
 use common::{load, max_diff, parse_key};
-use model_context::activations::Activation;
 use model_context::model::{ActivationKey, ForwardInput, ModelOptions};
+use model_context::schema::activations::Activation;
 use model_context::{Device, ModelContext, OpenOptions, StandardModelContext, WeightLocation};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -322,7 +322,7 @@ fn bad_forward_inputs_are_clear_errors() {
 
 #[test]
 fn sampling_is_seeded_and_greedy_follows_the_logits() {
-    use model_context::sampling::{sample, SampleOptions};
+    use model_context::model::sampling::{sample, SampleOptions};
     let (dir, manifest) = golden();
     let ctx = open(&dir.join(manifest["models"][0]["root"].as_str().unwrap()));
     let m = ctx.get_or_create_model(None).unwrap();

@@ -181,7 +181,7 @@ fn checkpoint(prefix: &str) -> HashMap<String, Vec<u8>> {
     let config = model_context::config::Config::from_json(CONFIG, "test").unwrap();
     let mut files = HashMap::new();
     files.insert(format!("{prefix}/config.json"), CONFIG.as_bytes().to_vec());
-    for (i, (key, shape)) in model_context::layout::pieces(&config, 50257).enumerate() {
+    for (i, (key, shape)) in model_context::schema::layout::pieces(&config, 50257).enumerate() {
         let n: i64 = shape.iter().product();
         let data: Vec<u8> = (0..n)
             .flat_map(|j| ((i as f32) + (j % 97) as f32 * 0.01).to_le_bytes())

@@ -1,9 +1,9 @@
 //! Beyond the seed: bias locations, stacks over layers, dtype conversion, listing, and the
 //! weight processing of docs/weight-processing.md (golden from scripts/gen_processing_golden.py).
 mod common;
+use model_context::context::processing::Processing;
 use model_context::context::{Layers, WeightRequest};
 use model_context::model::ForwardInput;
-use model_context::processing::Processing;
 use model_context::{
     Device, Dimension, ModelContext, OpenOptions, StandardModelContext, WeightLocation,
 };

@@ -6,7 +6,7 @@
 //! "model_type": "gpt2" and model.safetensors or pytorch_model.bin), a named model
 //! (gpt2-small ...), an http(s):// prefix of a TDB checkpoint, or a local TDB folder. OUT_DIR
 //! receives config.json and model_pieces/<key>.pt files that Python's torch.load reads.
-use model_context::convert::convert_to_tdb;
+use model_context::source::convert::convert_to_tdb;
 use model_context::source::{detect::open_source, Progress, SourceOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -201,7 +201,7 @@ pub unsafe extern "C" fn mc_open_ex(
         let opts = read_options(opts, "opts")?;
         let options = OpenOptions {
             device: device_arg(opts.device)?,
-            processing: crate::processing::Processing {
+            processing: crate::context::processing::Processing {
                 fold_ln: opts.fold_ln,
                 center_writing_weights: opts.center_writing_weights,
                 center_unembed: opts.center_unembed,

@@ -4,12 +4,12 @@
 use super::args::*;
 use super::buffers::*;
 use super::status::*;
-use crate::activations::Activation;
 use crate::context::Layers;
-use crate::dims::Dimension;
 use crate::error::{err, ErrorKind, Result};
 use crate::model::ModelDType;
-use crate::weights::WeightLocation;
+use crate::schema::activations::Activation;
+use crate::schema::dims::Dimension;
+use crate::schema::weights::WeightLocation;
 use std::ffi::c_char;
 
 /// A weight location: one of the `MC_WEIGHT_*` constants (transformer-debugger's

@@ -9,11 +9,11 @@ use super::dlpack::*;
 use super::enums::*;
 use super::model::*;
 use super::status::*;
-use crate::activations::Activation;
-use crate::edits::{AxisSelection, Edit, EditOp};
 use crate::error::{err, ErrorKind, Result};
+use crate::model::edits::{AxisSelection, Edit, EditOp};
+use crate::model::objective::{Backward, Objective};
 use crate::model::{ActivationKey, Experiment, ForwardInput, ForwardOutput, LogitsChoice, Start};
-use crate::objective::{Backward, Objective};
+use crate::schema::activations::Activation;
 use std::ffi::c_void;
 
 /// The result of `mc_forward` (opaque): logits and the requested activations.

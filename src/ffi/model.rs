@@ -8,8 +8,8 @@ use super::dlpack::*;
 use super::enums::*;
 use super::status::*;
 use crate::error::{err, ErrorKind};
+use crate::model::sampling::SampleOptions;
 use crate::model::ModelOptions;
-use crate::sampling::SampleOptions;
 use std::ffi::c_void;
 
 /// The objective of a backward pass (docs/experiments.md), one scalar per row; the rows'

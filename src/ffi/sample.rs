@@ -8,7 +8,7 @@ use super::model::*;
 use super::status::*;
 use crate::context::ModelContext;
 use crate::error::{err, ErrorKind, Result};
-use crate::sampling::{sample, sample_batch, SampleOptions, StopReason};
+use crate::model::sampling::{sample, sample_batch, SampleOptions, StopReason};
 
 /// Why a prompt's generation ended: one of the `MC_STOP_*` constants.
 pub type mc_stop_reason = i32;
@@ -30,7 +30,7 @@ fn options(ctx: &dyn ModelContext, o: &mc_sample_options) -> Result<SampleOption
             format!("`opts->reserved` = {} must be zero", o.reserved),
         ));
     }
-    let stop_token = crate::sampling::end_of_text_stop(ctx, o.stop_at_end_of_text)?;
+    let stop_token = crate::model::sampling::end_of_text_stop(ctx, o.stop_at_end_of_text)?;
     Ok(SampleOptions {
         max_new_tokens: o.max_new_tokens as usize,
         temperature: o.temperature,

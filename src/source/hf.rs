@@ -511,7 +511,7 @@ mod tests {
     #[test]
     fn rules_cover_every_tdb_piece() {
         let c = Config::default();
-        for (key, _) in crate::layout::pieces(&c, 50257) {
+        for (key, _) in crate::schema::layout::pieces(&c, 50257) {
             if key != "unembed.weight" {
                 assert!(rule(&key).is_some(), "{key}");
             }

@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: where generated data lives, and tensor bytes.
 #![allow(dead_code)]
-use model_context::activations::Activation;
-use model_context::edits::{AxisSelection, Edit, EditOp};
+use model_context::model::edits::{AxisSelection, Edit, EditOp};
 use model_context::model::ActivationKey;
+use model_context::schema::activations::Activation;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};

@@ -1,15 +1,17 @@
 //! The model context (the seed's `ModelContext`): dimensions, config and weights in the
 //! standard shapes, read lazily from a checkpoint source and cached per context.
+pub mod processing;
+
 use crate::device::Device;
-use crate::dims::Dimension;
-pub use crate::dims::Layers;
 use crate::encoding;
 use crate::error::{err, ErrorKind, Result};
 use crate::model::{Model, ModelOptions};
+use crate::schema::dims::Dimension;
+pub use crate::schema::dims::Layers;
+use crate::schema::weights::{permutation, WeightLocation};
 use crate::source::{detect, PieceSource, SourceOptions};
 use crate::tensor::OwnedTensor;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{permutation, WeightLocation};
 use model_context_formats::TensorRecord;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -236,7 +238,7 @@ pub struct OpenOptions {
     /// None: the seed's default device.
     pub device: Option<Device>,
     /// Weight processing (docs/weight-processing.md); all off by default.
-    pub processing: crate::processing::Processing,
+    pub processing: crate::context::processing::Processing,
     /// Cache, offline mode, mirror and progress for remote checkpoints.
     pub source: SourceOptions,
 }
@@ -249,7 +251,7 @@ pub struct StandardModelContext {
     n_vocab: i64,
     pieces: Mutex<HashMap<String, Arc<TensorRecord>>>,
     model: once_cell::sync::OnceCell<Arc<Model>>,
-    processing: crate::processing::Processing,
+    processing: crate::context::processing::Processing,
     /// Every piece after processing, made on first use when any step is enabled.
     processed: once_cell::sync::OnceCell<HashMap<String, OwnedTensor>>,
 }
@@ -301,7 +303,7 @@ impl StandardModelContext {
         }
         let record = self.source.load_piece(key)?;
         let origin = self.source.location();
-        crate::layout::check(self.config(), self.n_vocab, key, &record.shape, &origin)?;
+        crate::schema::layout::check(self.config(), self.n_vocab, key, &record.shape, &origin)?;
         let record = Arc::new(record);
         Ok(self
             .lock_pieces()
@@ -325,9 +327,9 @@ impl StandardModelContext {
     }
 
     fn process_all(&self) -> Result<HashMap<String, OwnedTensor>> {
-        let mut pieces = crate::processing::Pieces::new();
+        let mut pieces = crate::context::processing::Pieces::new();
         let mut views = HashMap::new();
-        for (key, _) in crate::layout::pieces(self.config(), self.n_vocab) {
+        for (key, _) in crate::schema::layout::pieces(self.config(), self.n_vocab) {
             let view = OwnedTensor::from_record(&*self.piece(&key)?)?;
             pieces.insert(
                 key.clone(),
@@ -335,7 +337,7 @@ impl StandardModelContext {
             );
             views.insert(key, view);
         }
-        crate::processing::process(&mut pieces, self.config(), self.processing)?;
+        crate::context::processing::process(&mut pieces, self.config(), self.processing)?;
         // A piece no step changed is still the mapped view: keep it, with its owner.
         Ok(pieces
             .into_iter()
@@ -483,7 +485,7 @@ pub fn describe(ctx: &dyn ModelContext) -> serde_json::Value {
         .iter()
         .map(|&d| json!({"name": d.name(), "id": d as i32, "size": ctx.get_dim_size(d).ok()}))
         .collect::<Vec<_>>();
-    let activations = crate::activations::Activation::ALL
+    let activations = crate::schema::activations::Activation::ALL
         .iter()
         .map(|&a| json!({"name": a.name(), "id": a as i32, "per_layer": a.per_layer(), "dims": names(a.shape())}))
         .collect::<Vec<_>>();

@@ -2,15 +2,15 @@
 //! on libtorch from a context's pieces, with the activations of a forward pass exposed and
 //! editable, a run that may start and stop at a layer, a choice of which logits to compute and
 //! a backward pass from an objective to chosen activations.
-use crate::activations::Activation;
 use crate::config::Config;
 use crate::device::Device;
-use crate::dims::broadcasts;
-use crate::dims::Dimension;
-use crate::edits::{Edit, EditOp};
 use crate::error::{err, ErrorKind, Result};
-use crate::layout;
-use crate::objective::{self, Backward, Objective};
+use crate::model::edits::{Edit, EditOp};
+use crate::model::objective::{self, Backward, Objective};
+use crate::schema::activations::Activation;
+use crate::schema::dims::broadcasts;
+use crate::schema::dims::Dimension;
+use crate::schema::layout;
 use crate::tensor::OwnedTensor;
 use std::collections::{HashMap, HashSet};
 use tch::{Kind, Tensor};
@@ -77,7 +77,7 @@ pub struct Start {
     pub resid: Tensor,
 }
 
-/// Keys and values of earlier positions, per row, for incremental decoding (`crate::decode`):
+/// Keys and values of earlier positions, per row, for incremental decoding (`crate::model::decode`):
 /// the new tokens are positions `lengths[row]..` of their rows.
 #[derive(Debug, Default)]
 pub struct Past {

@@ -1,8 +1,8 @@
 //! Objectives of a backward pass (attribution): one scalar per row, differentiated with
 //! autograd at the activations a request names. The total is the sum over rows, so each
 //! row's gradients are its own.
-use crate::activations::Activation;
 use crate::error::{err, ErrorKind, Result};
+use crate::schema::activations::Activation;
 use tch::{Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;

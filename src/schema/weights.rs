@@ -1,7 +1,7 @@
 //! The weight table (spec section 3): where each location's tensor is stored and how the
 //! stored piece becomes the standard shape. One row per location, keyed by the seed's names.
-use crate::dims::Dimension::{self, *};
 use crate::named_enum;
+use crate::schema::dims::Dimension::{self, *};
 
 named_enum! {
     /// A weight location; the order is the C constants' order.

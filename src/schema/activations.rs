@@ -1,7 +1,7 @@
 //! Activation locations (spec section 6): what a forward pass can expose, with each one's
 //! per-sequence shape and whether it exists once per layer or once per model.
-use crate::dims::Dimension::{self, *};
 use crate::named_enum;
+use crate::schema::dims::Dimension::{self, *};
 
 named_enum! {
     /// An activation location; the order is the C constants' order.

@@ -1,8 +1,8 @@
 //! Sampling from the model: greedy (temperature 0), temperature, top-k and nucleus (top-p),
 //! seeded so a run can be repeated exactly; several prompts at once on one decoding state, so
 //! each new token costs one position.
-use crate::decode::{Append, DecodeState};
 use crate::error::{err, ErrorKind, Result};
+use crate::model::decode::{Append, DecodeState};
 use crate::model::{Experiment, LogitsChoice, Model};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

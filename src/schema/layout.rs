@@ -1,8 +1,8 @@
 //! The TDB state-dict layout (spec section 1): every piece's key and expected shape, derived
 //! from the config, so model creation and converters check pieces against one table.
 use crate::config::Config;
-use crate::dims::broadcasts;
 use crate::error::{err, ErrorKind, Result};
+use crate::schema::dims::broadcasts;
 
 /// A size a config claims, from which piece shapes are derived: one row per size says how
 /// it is computed and which config keys it comes from (named when a piece disagrees).

@@ -3,7 +3,7 @@
 //! `torch.load` reads, so transformer-debugger itself can use it. The `mc-convert` tool.
 use crate::encoding;
 use crate::error::{err, ErrorKind, Result};
-use crate::layout;
+use crate::schema::layout;
 use crate::source::PieceSource;
 use model_context_formats::save_tensor;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! Edits of activations during a forward pass (ablate, scale, steer, patch), checked against
 //! the request before any work and applied where each activation is produced, in list order.
-use crate::activations::Activation;
-use crate::dims::broadcasts;
 use crate::error::{err, ErrorKind, Result};
+use crate::schema::activations::Activation;
+use crate::schema::dims::broadcasts;
 use tch::{Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;

@@ -1,0 +1,10 @@
+//! The model: the forward pass with its activations exposed (`forward`), edits during it
+//! (`edits`), objectives and their gradients (`objective`), incremental decoding with a
+//! key-value cache (`decode`) and sampling (`sampling`).
+pub mod decode;
+pub mod edits;
+pub mod forward;
+pub mod objective;
+pub mod sampling;
+
+pub use forward::*;
