@@ -47,7 +47,7 @@ fn weights_on_cuda_equal_cpu_and_export_as_cuda() {
     let cpu = open(Device::Cpu).unwrap();
     let cuda = open(Device::Cuda(0)).unwrap();
     for &loc in WeightLocation::ALL {
-        let layer = loc.spec().per_layer.then_some(1);
+        let layer = loc.spec().per_layer().then_some(1);
         let a = cpu.get_weight(loc, layer, None, None).unwrap();
         let b = cuda.get_weight(loc, layer, None, None).unwrap();
         assert_eq!(b.device(), Device::Cuda(0), "{}", loc.name());

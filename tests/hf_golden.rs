@@ -36,7 +36,7 @@ fn assert_same_weights(a: &dyn ModelContext, b: &dyn ModelContext, what: &str) -
     let mut n = 0;
     let layers = a.n_layers().unwrap();
     for &loc in WeightLocation::ALL {
-        let per_layer: Vec<Option<i64>> = if loc.spec().per_layer {
+        let per_layer: Vec<Option<i64>> = if loc.spec().per_layer() {
             (0..layers).map(Some).collect()
         } else {
             vec![None]

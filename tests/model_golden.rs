@@ -163,7 +163,7 @@ fn weights_are_the_same_before_and_after_creating_the_model_and_simplify_folds()
     after.get_or_create_model(None).unwrap();
     let n_layers = before.n_layers().unwrap();
     for &loc in WeightLocation::ALL {
-        let layers: Vec<Option<i64>> = if loc.spec().per_layer {
+        let layers: Vec<Option<i64>> = if loc.spec().per_layer() {
             (0..n_layers).map(Some).collect()
         } else {
             vec![None]

@@ -31,7 +31,7 @@ fn steps(names: &Value) -> Processing {
 }
 
 fn layers_of(ctx: &dyn ModelContext, loc: WeightLocation) -> Vec<Option<i64>> {
-    match loc.spec().per_layer {
+    match loc.spec().per_layer() {
         true => (0..ctx.n_layers().unwrap()).map(Some).collect(),
         false => vec![None],
     }
@@ -163,7 +163,7 @@ fn stacks_equal_per_layer_results_and_dtype_conversion_converts_only_the_result(
     );
     let ctx = open(&dir.join("m_attn_heads3"), Processing::default());
     let n = ctx.n_layers().unwrap();
-    for &loc in WeightLocation::ALL.iter().filter(|l| l.spec().per_layer) {
+    for &loc in WeightLocation::ALL.iter().filter(|l| l.spec().per_layer()) {
         for nd in [None, Some(loc.spec().shape[0])] {
             let req = |layer, dtype| WeightRequest {
                 location: loc,

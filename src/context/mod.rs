@@ -120,7 +120,7 @@ pub trait ModelContext: Send + Sync {
         match req.layer {
             Layers::None => one(None),
             Layers::One(l) => one(Some(l)),
-            Layers::All if !req.location.spec().per_layer => Err(err(
+            Layers::All if !req.location.spec().per_layer() => Err(err(
                 ErrorKind::InvalidArgument,
                 format!(
                     "{} is model-wide: it has no layers to stack",
@@ -143,7 +143,7 @@ pub trait ModelContext: Send + Sync {
     /// The shape `weight` would return for a location (without reading any piece).
     fn weight_shape(&self, loc: WeightLocation, layers: Layers) -> Result<Vec<i64>> {
         let mut shape = self.shape_from_spec(loc.spec().shape)?;
-        if layers == Layers::All && loc.spec().per_layer {
+        if layers == Layers::All && loc.spec().per_layer() {
             shape.insert(0, self.n_layers()?);
         }
         Ok(shape)
@@ -191,7 +191,7 @@ fn check_layer<C: ModelContext + ?Sized>(
     loc: WeightLocation,
     layer: Option<i64>,
 ) -> Result<()> {
-    match (loc.spec().per_layer, layer) {
+    match (loc.spec().per_layer(), layer) {
         (true, None) => Err(err(
             ErrorKind::InvalidArgument,
             format!("{} is per-layer: a layer is required", loc.name()),
@@ -327,25 +327,31 @@ impl StandardModelContext {
     }
 
     fn process_all(&self) -> Result<HashMap<String, OwnedTensor>> {
-        let mut pieces = crate::context::processing::Pieces::new();
-        let mut views = HashMap::new();
-        for (key, _) in crate::schema::layout::pieces(self.config(), self.n_vocab) {
-            let view = OwnedTensor::from_record(&*self.piece(&key)?)?;
-            pieces.insert(
-                key.clone(),
-                view.tensor.f_to_dtype(tch::Kind::Float, false, false)?,
-            );
-            views.insert(key, view);
+        let mut pieces = crate::context::processing::Pieces::default();
+        let mut views = Vec::new();
+        for key in crate::schema::layout::piece_keys(self.config()) {
+            let view = OwnedTensor::from_record(&*self.piece(&key.0.key(key.1))?)?;
+            let float = view.tensor.f_to_dtype(tch::Kind::Float, false, false)?;
+            pieces.insert(key, float)?;
+            views.push((key, view));
         }
         crate::context::processing::process(&mut pieces, self.config(), self.processing)?;
         // A piece no step changed is still the mapped view: keep it, with its owner.
-        Ok(pieces
-            .into_iter()
-            .map(|(k, t)| match views.remove(&k) {
-                Some(v) if v.tensor.data_ptr() == t.data_ptr() => (k, v),
-                _ => (k, OwnedTensor::owned(t, true)),
-            })
-            .collect())
+        let mut out = HashMap::new();
+        for (key, view) in views {
+            let t = pieces.get(key).ok_or_else(|| {
+                err(
+                    ErrorKind::Internal,
+                    format!("processing lost piece {}", key.0.key(key.1)),
+                )
+            })?;
+            let kept = match view.tensor.data_ptr() == t.data_ptr() {
+                true => view,
+                false => OwnedTensor::owned(t.shallow_clone(), true),
+            };
+            out.insert(key.0.key(key.1), kept);
+        }
+        Ok(out)
     }
 
     fn lock_pieces(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TensorRecord>>> {
@@ -417,7 +423,7 @@ impl ModelContext for StandardModelContext {
             }
             w = w.with_view(|t| t.f_permute(perm.as_slice()))?;
         }
-        if spec.broadcast {
+        if spec.piece.may_broadcast() {
             let expected = self.shape_from_spec(spec.shape)?;
             if w.shape().len() > expected.len() {
                 return Err(shape_err(&format!("cannot broadcast to {expected:?}")));
@@ -477,7 +483,7 @@ pub fn describe(ctx: &dyn ModelContext) -> serde_json::Value {
         .iter()
         .map(|&l| {
             let shape = ctx.shape_from_spec(l.spec().shape).ok();
-            json!({"name": l.name(), "id": l as i32, "per_layer": l.spec().per_layer,
+            json!({"name": l.name(), "id": l as i32, "per_layer": l.spec().per_layer(),
                    "dims": names(l.spec().shape), "shape": shape})
         })
         .collect::<Vec<_>>();

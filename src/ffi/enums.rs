@@ -325,7 +325,7 @@ pub unsafe extern "C" fn mc_weight_location_per_layer(
 ) -> mc_status {
     guard(|| {
         arg_out(out, "out")?;
-        write_out(out, location(loc)?.spec().per_layer);
+        write_out(out, location(loc)?.spec().per_layer());
         Ok(())
     })
 }

@@ -10,9 +10,9 @@ use crate::model::objective::{self, Backward, Objective};
 use crate::schema::activations::Activation;
 use crate::schema::dims::broadcasts;
 use crate::schema::dims::Dimension;
-use crate::schema::layout;
+use crate::schema::layout::{self, Piece, Piece::*, PieceKey, PieceMap};
 use crate::tensor::OwnedTensor;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use tch::{Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
@@ -150,7 +150,7 @@ pub struct Model {
     n_vocab: i64,
     device: Device,
     options: ModelOptions,
-    params: HashMap<String, OwnedTensor>,
+    params: PieceMap<OwnedTensor>,
 }
 
 impl Model {
@@ -164,8 +164,9 @@ impl Model {
         load: impl Fn(&str) -> Result<OwnedTensor>,
     ) -> Result<Model> {
         device.check_available()?;
-        let mut params = HashMap::new();
-        for (key, _) in layout::pieces(config, n_vocab) {
+        let mut params = PieceMap::default();
+        for piece_key in layout::piece_keys(config) {
+            let key = piece_key.0.key(piece_key.1);
             let piece = load(&key).map_err(|e| missing_layer(e, &key, config))?;
             layout::check(config, n_vocab, &key, &piece.shape(), "model creation")?;
             let param = if piece.tensor.kind() == Kind::Float && device == Device::Cpu {
@@ -173,7 +174,7 @@ impl Model {
             } else {
                 piece.computed(|t| t.f_to_device_(device.to_tch(), Kind::Float, false, false))?
             };
-            params.insert(key, param);
+            params.insert(piece_key, param)?;
         }
         let mut model = Model {
             config: config.clone(),
@@ -211,7 +212,8 @@ impl Model {
 
     /// A parameter by state-dict key (after simplify, the folded value).
     pub fn param(&self, key: &str) -> Result<&OwnedTensor> {
-        self.params.get(key).ok_or_else(|| {
+        let found = Piece::parse(key).and_then(|k| self.params.get(k));
+        found.ok_or_else(|| {
             err(
                 ErrorKind::NotFound,
                 format!("model has no parameter `{key}`"),
@@ -219,15 +221,21 @@ impl Model {
         })
     }
 
-    fn p(&self, key: &str) -> TchResult<&Tensor> {
+    /// A model-wide parameter (every one exists once `create` succeeded).
+    fn p(&self, piece: Piece) -> TchResult<&Tensor> {
+        self.param_at((piece, None))
+    }
+
+    /// A parameter of a layer.
+    fn lp(&self, layer: i64, piece: Piece) -> TchResult<&Tensor> {
+        self.param_at((piece, Some(layer)))
+    }
+
+    fn param_at(&self, key: PieceKey) -> TchResult<&Tensor> {
         self.params
             .get(key)
             .map(|t| &t.tensor)
-            .ok_or_else(|| tch::TchError::Kind(format!("missing parameter {key}")))
-    }
-
-    fn lp(&self, layer: i64, suffix: &str) -> TchResult<&Tensor> {
-        self.p(&format!("xf_layers.{layer}.{suffix}"))
+            .ok_or_else(|| tch::TchError::Kind(format!("missing parameter {}", key.0.key(key.1))))
     }
 
     /// `simplify`: each block's ln_1 goes into q/k/v and ln_2 into mlp.in_layer
@@ -235,30 +243,27 @@ impl Model {
     fn fold_layer_norms(&mut self) -> Result<()> {
         for layer in 0..self.config.n_layers {
             for (ln, targets) in [
-                ("ln_1", &["attn.q_proj", "attn.k_proj", "attn.v_proj"][..]),
-                ("ln_2", &["mlp.in_layer"][..]),
+                (
+                    (Ln1Weight, Ln1Bias),
+                    &[(QWeight, QBias), (KWeight, KBias), (VWeight, VBias)][..],
+                ),
+                ((Ln2Weight, Ln2Bias), &[(MlpInWeight, MlpInBias)][..]),
             ] {
-                let key = |s: &str| format!("xf_layers.{layer}.{s}");
-                let g = self
-                    .param(&key(&format!("{ln}.weight")))?
-                    .tensor
-                    .shallow_clone();
-                let beta = self
-                    .param(&key(&format!("{ln}.bias")))?
-                    .tensor
-                    .shallow_clone();
-                for t in targets {
-                    let w = self.param(&key(&format!("{t}.weight")))?;
-                    let b = self.param(&key(&format!("{t}.bias")))?;
+                let at = |p: Piece| (p, Some(layer));
+                let g = self.lp(layer, ln.0)?.shallow_clone();
+                let beta = self.lp(layer, ln.1)?.shallow_clone();
+                for &(weight, bias) in targets {
+                    let w = self.param(&weight.key(Some(layer)))?;
+                    let b = self.param(&bias.key(Some(layer)))?;
                     let folded_b = b.computed(|b| b.f_add(&w.tensor.f_mv(&beta)?))?;
                     let folded_w = w.computed(|w| w.f_mul(&g.f_unsqueeze(0)?))?;
-                    self.params.insert(key(&format!("{t}.weight")), folded_w);
-                    self.params.insert(key(&format!("{t}.bias")), folded_b);
+                    self.params.insert(at(weight), folded_w)?;
+                    self.params.insert(at(bias), folded_b)?;
                 }
                 let ones = OwnedTensor::owned(g.f_ones_like()?, false);
                 let zeros = OwnedTensor::owned(beta.f_zeros_like()?, false);
-                self.params.insert(key(&format!("{ln}.weight")), ones);
-                self.params.insert(key(&format!("{ln}.bias")), zeros);
+                self.params.insert(at(ln.0), ones)?;
+                self.params.insert(at(ln.1), zeros)?;
             }
         }
         Ok(())
@@ -670,7 +675,7 @@ impl Model {
         hooks: &Hooks,
     ) -> TchResult<Tensor> {
         let missing = |what: &str| tch::TchError::Kind(format!("objective: no {what}"));
-        let unembed = self.p("unembed.weight")?;
+        let unembed = self.p(Unembed)?;
         let h = || fin.h.as_ref().ok_or_else(|| missing("final residual"));
         let rows =
             || objective::at_positions(h()?, &r.positions)?.f_linear::<&Tensor>(unembed, None);
@@ -759,12 +764,12 @@ impl Model {
         let (lnf, scale) = (Activation::ResidLnFScale, Activation::ResidPostLnF);
         let h = self.layer_norm(
             &h,
-            self.p("final_ln.weight")?,
-            self.p("final_ln.bias")?,
+            self.p(FinalLnWeight)?,
+            self.p(FinalLnBias)?,
             hooks,
             (lnf, scale, None),
         )?;
-        let unembed = self.p("unembed.weight")?;
+        let unembed = self.p(Unembed)?;
         let logits = match x.logits {
             LogitsChoice::All => Some(h.f_linear::<&Tensor>(unembed, None)?),
             LogitsChoice::Last => {
@@ -812,10 +817,9 @@ impl Model {
                 .f_sub_scalar(1)?
                 .f_clamp_min(0)?,
         };
-        let x =
-            Tensor::f_embedding(self.p("tok_embed.weight")?, &tokens, -1, false, false)?.f_add(
-                &Tensor::f_embedding(self.p("pos_embed.weight")?, &positions, -1, false, false)?,
-            )?;
+        let x = Tensor::f_embedding(self.p(TokEmbed)?, &tokens, -1, false, false)?.f_add(
+            &Tensor::f_embedding(self.p(PosEmbed)?, &positions, -1, false, false)?,
+        )?;
         hooks.at(Activation::ResidPostEmb, None, x)
     }
 
@@ -861,22 +865,27 @@ impl Model {
         let l = Some(layer);
         let h = self.layer_norm(
             &x,
-            self.lp(layer, "ln_1.weight")?,
-            self.lp(layer, "ln_1.bias")?,
+            self.lp(layer, Ln1Weight)?,
+            self.lp(layer, Ln1Bias)?,
             hooks,
             (AttnLnScale, ResidPostAttnLn, l),
         )?;
         let qk_scale = (dqk as f64).powf(-0.25);
-        let proj = |name: &str, d: i64| -> TchResult<Tensor> {
-            h.f_linear(
-                self.lp(layer, &format!("attn.{name}.weight"))?,
-                Some(self.lp(layer, &format!("attn.{name}.bias"))?),
-            )?
-            .f_view([b, t, heads, d])
+        let proj = |(weight, bias): (Piece, Piece), d: i64| -> TchResult<Tensor> {
+            h.f_linear(self.lp(layer, weight)?, Some(self.lp(layer, bias)?))?
+                .f_view([b, t, heads, d])
         };
-        let q = hooks.at(AttnQ, l, proj("q_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
-        let k = hooks.at(AttnK, l, proj("k_proj", dqk)?.f_mul_scalar(qk_scale)?)?;
-        let v = hooks.at(AttnV, l, proj("v_proj", dv)?)?;
+        let q = hooks.at(
+            AttnQ,
+            l,
+            proj((QWeight, QBias), dqk)?.f_mul_scalar(qk_scale)?,
+        )?;
+        let k = hooks.at(
+            AttnK,
+            l,
+            proj((KWeight, KBias), dqk)?.f_mul_scalar(qk_scale)?,
+        )?;
+        let v = hooks.at(AttnV, l, proj((VWeight, VBias), dv)?)?;
         let past = hooks.past.map(|p| (p, &p.layers[layer as usize]));
         if past.is_some() {
             hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
@@ -903,28 +912,27 @@ impl Model {
             Some((_, rows)) => values_after(rows, &probs, &v)?,
         };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
-        let delta_attn = v_out.f_reshape([b, t, heads * dv])?.f_linear(
-            self.lp(layer, "attn.out_proj.weight")?,
-            Some(self.lp(layer, "attn.out_proj.bias")?),
-        )?;
+        let delta_attn = v_out
+            .f_reshape([b, t, heads * dv])?
+            .f_linear(self.lp(layer, OutWeight)?, Some(self.lp(layer, OutBias)?))?;
         let delta_attn = hooks.at(ResidDeltaAttn, l, delta_attn)?;
         let x = hooks.at(ResidPostAttn, l, x.f_add(&delta_attn)?)?;
         let h = self.layer_norm(
             &x,
-            self.lp(layer, "ln_2.weight")?,
-            self.lp(layer, "ln_2.bias")?,
+            self.lp(layer, Ln2Weight)?,
+            self.lp(layer, Ln2Bias)?,
             hooks,
             (MlpLnScale, ResidPostMlpLn, l),
         )?;
         let pre = h.f_linear(
-            self.lp(layer, "mlp.in_layer.weight")?,
-            Some(self.lp(layer, "mlp.in_layer.bias")?),
+            self.lp(layer, MlpInWeight)?,
+            Some(self.lp(layer, MlpInBias)?),
         )?;
         let pre = hooks.at(MlpPreAct, l, pre)?;
         let post = hooks.at(MlpPostAct, l, pre.f_gelu("tanh")?)?;
         let delta_mlp = post.f_linear(
-            self.lp(layer, "mlp.out_layer.weight")?,
-            Some(self.lp(layer, "mlp.out_layer.bias")?),
+            self.lp(layer, MlpOutWeight)?,
+            Some(self.lp(layer, MlpOutBias)?),
         )?;
         let delta_mlp = hooks.at(ResidDeltaMlp, l, delta_mlp)?;
         hooks.at(ResidPostMlp, l, x.f_add(&delta_mlp)?)

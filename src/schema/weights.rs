@@ -2,6 +2,7 @@
 //! stored piece becomes the standard shape. One row per location, keyed by the seed's names.
 use crate::named_enum;
 use crate::schema::dims::Dimension::{self, *};
+use crate::schema::layout::Piece::{self, *};
 
 named_enum! {
     /// A weight location; the order is the C constants' order.
@@ -34,31 +35,32 @@ named_enum! {
 /// How one location is read: the piece, the head split, the axis permutation and the shape.
 #[derive(Debug)]
 pub struct WeightSpec {
-    /// State-dict key; per-layer pieces live under `xf_layers.{layer}.`.
-    pub piece: &'static str,
-    pub per_layer: bool,
+    /// The state-dict piece; whether it is per-layer and broadcast comes with it.
+    pub piece: Piece,
     /// Axis of the stored piece split into `(n_heads, size / n_heads)`.
     pub split_heads: Option<usize>,
     /// Einsum-style permutation applied after the split, as the seed writes it.
     pub reshape: Option<&'static str>,
-    /// Stored with fewer dimensions and broadcast to `shape` (`final_ln.weight`).
-    pub broadcast: bool,
     pub shape: &'static [Dimension],
 }
 
+impl WeightSpec {
+    /// Whether the location takes a layer (its piece is per-layer).
+    pub fn per_layer(&self) -> bool {
+        self.piece.per_layer()
+    }
+}
+
 const fn row(
-    piece: &'static str,
-    per_layer: bool,
+    piece: Piece,
     split_heads: Option<usize>,
     reshape: Option<&'static str>,
     shape: &'static [Dimension],
 ) -> WeightSpec {
     WeightSpec {
         piece,
-        per_layer,
         split_heads,
         reshape,
-        broadcast: false,
         shape,
     }
 }
@@ -66,27 +68,27 @@ const fn row(
 /// Rows in `WeightLocation` order.
 #[rustfmt::skip]
 static TABLE: [WeightSpec; 21] = [
-    row("mlp.in_layer.weight", true, None, Some("hr->rh"), &[ResidualStreamChannels, MlpActs]),
-    row("mlp.out_layer.weight", true, None, Some("rh->hr"), &[MlpActs, ResidualStreamChannels]),
-    row("tok_embed.weight", false, None, None, &[VocabSize, ResidualStreamChannels]),
-    row("unembed.weight", false, None, Some("vr->rv"), &[ResidualStreamChannels, VocabSize]),
-    row("pos_embed.weight", false, None, None, &[MaxContextLength, ResidualStreamChannels]),
-    row("attn.q_proj.weight", true, Some(0), Some("hqr->hrq"), &[AttnHeads, ResidualStreamChannels, QueryAndKeyChannels]),
-    row("attn.k_proj.weight", true, Some(0), Some("hkr->hrk"), &[AttnHeads, ResidualStreamChannels, QueryAndKeyChannels]),
-    row("attn.v_proj.weight", true, Some(0), Some("hvr->hrv"), &[AttnHeads, ResidualStreamChannels, ValueChannels]),
-    row("attn.out_proj.weight", true, Some(1), Some("rhv->hvr"), &[AttnHeads, ValueChannels, ResidualStreamChannels]),
-    WeightSpec { broadcast: true, ..row("final_ln.weight", false, None, None, &[ResidualStreamChannels]) },
-    row("final_ln.bias", false, None, None, &[ResidualStreamChannels]),
-    row("ln_1.weight", true, None, None, &[ResidualStreamChannels]),
-    row("ln_2.weight", true, None, None, &[ResidualStreamChannels]),
-    row("attn.q_proj.bias", true, Some(0), None, &[AttnHeads, QueryAndKeyChannels]),
-    row("attn.k_proj.bias", true, Some(0), None, &[AttnHeads, QueryAndKeyChannels]),
-    row("attn.v_proj.bias", true, Some(0), None, &[AttnHeads, ValueChannels]),
-    row("attn.out_proj.bias", true, None, None, &[ResidualStreamChannels]),
-    row("mlp.in_layer.bias", true, None, None, &[MlpActs]),
-    row("mlp.out_layer.bias", true, None, None, &[ResidualStreamChannels]),
-    row("ln_1.bias", true, None, None, &[ResidualStreamChannels]),
-    row("ln_2.bias", true, None, None, &[ResidualStreamChannels]),
+    row(MlpInWeight, None, Some("hr->rh"), &[ResidualStreamChannels, MlpActs]),
+    row(MlpOutWeight, None, Some("rh->hr"), &[MlpActs, ResidualStreamChannels]),
+    row(TokEmbed, None, None, &[VocabSize, ResidualStreamChannels]),
+    row(Unembed, None, Some("vr->rv"), &[ResidualStreamChannels, VocabSize]),
+    row(PosEmbed, None, None, &[MaxContextLength, ResidualStreamChannels]),
+    row(QWeight, Some(0), Some("hqr->hrq"), &[AttnHeads, ResidualStreamChannels, QueryAndKeyChannels]),
+    row(KWeight, Some(0), Some("hkr->hrk"), &[AttnHeads, ResidualStreamChannels, QueryAndKeyChannels]),
+    row(VWeight, Some(0), Some("hvr->hrv"), &[AttnHeads, ResidualStreamChannels, ValueChannels]),
+    row(OutWeight, Some(1), Some("rhv->hvr"), &[AttnHeads, ValueChannels, ResidualStreamChannels]),
+    row(FinalLnWeight, None, None, &[ResidualStreamChannels]),
+    row(FinalLnBias, None, None, &[ResidualStreamChannels]),
+    row(Ln1Weight, None, None, &[ResidualStreamChannels]),
+    row(Ln2Weight, None, None, &[ResidualStreamChannels]),
+    row(QBias, Some(0), None, &[AttnHeads, QueryAndKeyChannels]),
+    row(KBias, Some(0), None, &[AttnHeads, QueryAndKeyChannels]),
+    row(VBias, Some(0), None, &[AttnHeads, ValueChannels]),
+    row(OutBias, None, None, &[ResidualStreamChannels]),
+    row(MlpInBias, None, None, &[MlpActs]),
+    row(MlpOutBias, None, None, &[ResidualStreamChannels]),
+    row(Ln1Bias, None, None, &[ResidualStreamChannels]),
+    row(Ln2Bias, None, None, &[ResidualStreamChannels]),
 ];
 
 impl WeightLocation {
@@ -96,11 +98,7 @@ impl WeightLocation {
 
     /// The state-dict key of this location's piece for `layer`.
     pub fn piece_name(self, layer: Option<i64>) -> String {
-        let spec = self.spec();
-        match layer {
-            Some(l) if spec.per_layer => format!("xf_layers.{l}.{}", spec.piece),
-            _ => spec.piece.to_string(),
-        }
+        self.spec().piece.key(layer)
     }
 
     /// The axis where `dim` stands in this location's shape, if it stands there exactly once.

@@ -8,6 +8,7 @@ use super::PieceSource;
 use crate::config::Config;
 use crate::encoding;
 use crate::error::{err, ErrorKind, Result};
+use crate::schema::layout::{Piece, Piece::*};
 use model_context_formats::{load_pt, load_safetensors, PtValue, TensorRecord};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -196,41 +197,31 @@ enum Rule {
     QkvPart(String, i64),
 }
 
-/// The rule for a TDB state-dict key (spec sections 1 and 7), or None for an unknown key.
+/// The rule for a TDB state-dict key (spec sections 1 and 7), or None for an unknown key and
+/// for the unembedding (tied or not: the caller decides).
 fn rule(key: &str) -> Option<Rule> {
     use Rule::*;
-    let s = |k: &str| k.to_string();
-    let fixed = match key {
-        "tok_embed.weight" => Some(Same(s("wte.weight"))),
-        "pos_embed.weight" => Some(Same(s("wpe.weight"))),
-        "final_ln.weight" => Some(Same(s("ln_f.weight"))),
-        "final_ln.bias" => Some(Same(s("ln_f.bias"))),
-        _ => None,
-    };
-    if fixed.is_some() {
-        return fixed;
-    }
-    let rest = key.strip_prefix("xf_layers.")?;
-    let (layer, name) = rest.split_once('.')?;
-    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let h = |k: &str| format!("h.{layer}.{k}");
-    Some(match name {
-        "ln_1.weight" | "ln_1.bias" | "ln_2.weight" | "ln_2.bias" => Same(h(name)),
-        "attn.q_proj.weight" => QkvPart(h("attn.c_attn.weight"), 0),
-        "attn.k_proj.weight" => QkvPart(h("attn.c_attn.weight"), 1),
-        "attn.v_proj.weight" => QkvPart(h("attn.c_attn.weight"), 2),
-        "attn.q_proj.bias" => QkvPart(h("attn.c_attn.bias"), 0),
-        "attn.k_proj.bias" => QkvPart(h("attn.c_attn.bias"), 1),
-        "attn.v_proj.bias" => QkvPart(h("attn.c_attn.bias"), 2),
-        "attn.out_proj.weight" => Transposed(h("attn.c_proj.weight")),
-        "attn.out_proj.bias" => Same(h("attn.c_proj.bias")),
-        "mlp.in_layer.weight" => Transposed(h("mlp.c_fc.weight")),
-        "mlp.in_layer.bias" => Same(h("mlp.c_fc.bias")),
-        "mlp.out_layer.weight" => Transposed(h("mlp.c_proj.weight")),
-        "mlp.out_layer.bias" => Same(h("mlp.c_proj.bias")),
-        _ => return None,
+    let (piece, layer) = Piece::parse(key)?;
+    let h = |k: &str| format!("h.{}.{k}", layer.unwrap_or(0));
+    Some(match piece {
+        TokEmbed => Same("wte.weight".into()),
+        PosEmbed => Same("wpe.weight".into()),
+        FinalLnWeight => Same("ln_f.weight".into()),
+        FinalLnBias => Same("ln_f.bias".into()),
+        Unembed => return None,
+        Ln1Weight | Ln1Bias | Ln2Weight | Ln2Bias => Same(h(piece.name())),
+        QWeight => QkvPart(h("attn.c_attn.weight"), 0),
+        KWeight => QkvPart(h("attn.c_attn.weight"), 1),
+        VWeight => QkvPart(h("attn.c_attn.weight"), 2),
+        QBias => QkvPart(h("attn.c_attn.bias"), 0),
+        KBias => QkvPart(h("attn.c_attn.bias"), 1),
+        VBias => QkvPart(h("attn.c_attn.bias"), 2),
+        OutWeight => Transposed(h("attn.c_proj.weight")),
+        OutBias => Same(h("attn.c_proj.bias")),
+        MlpInWeight => Transposed(h("mlp.c_fc.weight")),
+        MlpInBias => Same(h("mlp.c_fc.bias")),
+        MlpOutWeight => Transposed(h("mlp.c_proj.weight")),
+        MlpOutBias => Same(h("mlp.c_proj.bias")),
     })
 }
 
@@ -255,7 +246,7 @@ impl PieceSource for HfGpt2 {
                 format!("{}: TDB piece `{key}`: {}", self.file.display(), e.message),
             )
         };
-        if key == "unembed.weight" {
+        if Piece::parse(key) == Some((Unembed, None)) {
             // Tied (the default): the unembedding is the token embedding, as HF's model
             // uses it whatever a `lm_head.weight` in the file holds.
             let k = if self.tied {
