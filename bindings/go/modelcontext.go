@@ -5,14 +5,14 @@
 // It links the installed C library through pkg-config (`make install PREFIX=...`, then
 // PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig) and has no other dependency.
 //
-// Ownership: a *Context is released by Close, a *ForwardOutput by Close, a *Tensor by Free;
-// each also has a finalizer doing the same, so forgetting one leaks nothing for long, and
-// each may be called more than once (only the first call frees). Tensors stay valid after the
-// Context or ForwardOutput that produced them is closed.
+// Ownership: every object (*Context, *Tensor, *ForwardOutput, *State) is released by
+// Close() error; each also has a finalizer doing the same, so forgetting one leaks nothing
+// for long, and Close may be called more than once (only the first call frees). Tensors stay
+// valid after the Context or ForwardOutput that produced them is closed.
 //
-// Views: Tensor.Float32s and View return slices that alias the tensor's memory (no copy).
-// They are valid while the Tensor is reachable and not freed: keep the *Tensor (or call
-// runtime.KeepAlive on it) for as long as a view is used.
+// Tensor data: With(t, func(view []T) error) lends the tensor's memory (no copy) for the
+// callback's duration, and Close and the finalizer wait for it; Copy (and Tensor.Float32s)
+// returns the elements in Go memory. No slice into library memory outlives the callback.
 //
 // Threads: a Context and a ForwardOutput may be used from any number of goroutines at once;
 // Close waits for the calls in flight. The C library's per-thread error message is read on
@@ -121,6 +121,52 @@ func Open(model, device string) (*Context, error) {
 	defer free()
 	var p *C.mc_context
 	if err := call("mc_open", func() C.mc_status { return C.mc_open(cm, cd, &p) }); err != nil {
+		return nil, err
+	}
+	c := &Context{ptr: p}
+	runtime.SetFinalizer(c, (*Context).Close)
+	return c, nil
+}
+
+// OpenOptions are mc_open_options in Go: the device ("" for the default), weight
+// processing (all off by default, so weights are as stored), the cache folder and base URL
+// of remote checkpoints ("" for the defaults) and offline use. Download progress reports
+// are not exposed to Go.
+type OpenOptions struct {
+	Device               string
+	FoldLN               bool
+	CenterWritingWeights bool
+	CenterUnembed        bool
+	FoldValueBiases      bool
+	CacheDir             string
+	BaseURL              string
+	Offline              bool
+}
+
+// OpenWithOptions is Open with every option of mc_open_ex.
+func OpenWithOptions(model string, opts OpenOptions) (*Context, error) {
+	cm := C.CString(model)
+	defer C.free(unsafe.Pointer(cm))
+	var o C.mc_open_options
+	if err := call("mc_open_options_init", func() C.mc_status {
+		return C.mc_open_options_init(&o, C.size_t(unsafe.Sizeof(o)))
+	}); err != nil {
+		return nil, err
+	}
+	cd, freeDevice := cString(opts.Device)
+	defer freeDevice()
+	cc, freeCache := cString(opts.CacheDir)
+	defer freeCache()
+	cb, freeBase := cString(opts.BaseURL)
+	defer freeBase()
+	o.device, o.cache_dir, o.base_url = cd, cc, cb
+	o.fold_ln = C.bool(opts.FoldLN)
+	o.center_writing_weights = C.bool(opts.CenterWritingWeights)
+	o.center_unembed = C.bool(opts.CenterUnembed)
+	o.fold_value_biases = C.bool(opts.FoldValueBiases)
+	o.offline = C.bool(opts.Offline)
+	var p *C.mc_context
+	if err := call("mc_open_ex", func() C.mc_status { return C.mc_open_ex(cm, &o, &p) }); err != nil {
 		return nil, err
 	}
 	c := &Context{ptr: p}

@@ -164,7 +164,7 @@ func TestEveryWeight(t *testing.T) {
 			if int(w.Offset(last...)) != len(v)-1 {
 				t.Fatalf("%s: view of %d elements, last element at %d", l, len(v), w.Offset(last...))
 			}
-			w.Free()
+			w.Close()
 		}
 	}
 	// LayerAll stacks the layers; conversion gives the requested dtype.
@@ -182,7 +182,7 @@ func TestEveryWeight(t *testing.T) {
 	if err != nil || half.DType() != mc.Float16 || !equal(half.Shape(), q0.Shape()) {
 		t.Fatalf("float16 conversion: %v %v", half, err)
 	}
-	if _, err := mc.View[uint16](half); err != nil {
+	if _, err := mc.Copy[uint16](half); err != nil {
 		t.Fatalf("raw float16 view: %v", err)
 	}
 	if _, err := c.Weight(mc.WeightAttnToQuery, 99); !errors.Is(err, mc.ErrInvalidArgument) ||
@@ -233,7 +233,7 @@ func TestEmbeddingAndNormalisedWeight(t *testing.T) {
 			t.Fatalf("row %d has squared norm %f", tok, sum)
 		}
 	}
-	if _, err := mc.View[float64](w); err == nil {
+	if _, err := mc.Copy[float64](w); err == nil {
 		t.Fatal("a float64 view of a float32 tensor")
 	}
 	if _, err := c.WeightWith(mc.WeightEmbedding, mc.LayerNone, mc.WeightOptions{Device: "cuda:7"}); !errors.Is(err, mc.ErrDevice) {
@@ -327,7 +327,7 @@ func checkLogits(t *testing.T, c *mc.Context, logits, resid *mc.Tensor, pos int6
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer u.Free()
+	defer u.Close()
 	lv, _ := logits.Float32s()
 	hv, _ := resid.Float32s()
 	uv, _ := u.Float32s()
@@ -523,7 +523,7 @@ func TestDeleterRunsExactlyOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.Free() }()
+		go func() { defer wg.Done(); w.Close() }()
 	}
 	wg.Wait()
 	if n := mc.LiveTensors(); n != 0 {
@@ -545,6 +545,145 @@ func TestDeleterRunsExactlyOnce(t *testing.T) {
 		t.Fatalf("second Detach: %v", err)
 	}
 	waitLive(t, 0)
+}
+
+// A With callback holds the tensor: Close on another goroutine waits for it, then frees; a
+// second Close is a no-op; a copy outlives the tensor.
+func TestWithHoldsTheTensorAgainstClose(t *testing.T) {
+	c := open(t)
+	defer c.Close()
+	waitLive(t, 0)
+	w, err := c.Weight(mc.WeightEmbedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := mc.Copy[float32](w)
+	if err != nil || len(want) == 0 {
+		t.Fatalf("Copy: %v", err)
+	}
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	closed := make(chan error)
+	done := make(chan error)
+	go func() {
+		done <- mc.With(w, func(view []float32) error {
+			close(inside)
+			<-release
+			// Still mapped: Close is waiting for this callback.
+			for i := range view {
+				if view[i] != want[i] {
+					return fmt.Errorf("element %d changed: %v != %v", i, view[i], want[i])
+				}
+			}
+			return nil
+		})
+	}()
+	<-inside
+	go func() { closed <- w.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a With callback was running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if n := mc.LiveTensors(); n != 1 {
+		t.Fatalf("%d live tensors while the callback runs", n)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if n := mc.LiveTensors(); n != 0 {
+		t.Fatalf("%d live tensors after Close", n)
+	}
+	if err := mc.With(w, func([]float32) error { return nil }); !errors.Is(err, mc.ErrFreed) {
+		t.Fatalf("With after Close: %v", err)
+	}
+	again, _ := c.Weight(mc.WeightEmbedding, mc.LayerNone)
+	defer again.Close()
+	fresh, _ := again.Float32s()
+	if len(fresh) != len(want) || fresh[len(fresh)-1] != want[len(want)-1] {
+		t.Fatalf("the copy taken before Close disagrees with a fresh one (%d vs %d elements)", len(want), len(fresh))
+	}
+}
+
+// Forced collections while callbacks read tensors nothing else references: the finalizer
+// cannot run before a callback returns, and the values read are right.
+func TestFinalizerWaitsForViews(t *testing.T) {
+	c := open(t)
+	defer c.Close()
+	waitLive(t, 0)
+	ref, err := c.Weight(mc.WeightPositionEmbedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ref.Float32s()
+	ref.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		w, err := c.Weight(mc.WeightPositionEmbedding, mc.LayerNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func(w *mc.Tensor) {
+			defer wg.Done()
+			errs <- mc.With(w, func(view []float32) error {
+				for round := 0; round < 5; round++ {
+					runtime.GC()
+					for i := range view {
+						if view[i] != want[i] {
+							return fmt.Errorf("round %d: element %d is %v, want %v", round, i, view[i], want[i])
+						}
+					}
+				}
+				return nil
+			})
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitLive(t, 0)
+}
+
+// OpenWithOptions passes processing options through: centring the unembedding gives columns
+// of zero mean over the vocabulary.
+func TestOpenWithOptions(t *testing.T) {
+	c, err := mc.OpenWithOptions(modelDir(t), mc.OpenOptions{Device: "cpu", CenterUnembed: true, Offline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	u, err := c.Weight(mc.WeightUnembedding, mc.LayerNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	shape := u.Shape() // [d_model, vocab]
+	v, _ := u.Float32s()
+	for r := int64(0); r < shape[0]; r++ {
+		sum := 0.0
+		for k := int64(0); k < shape[1]; k++ {
+			sum += float64(v[u.Offset(r, k)])
+		}
+		if math.Abs(sum/float64(shape[1])) > 1e-5 {
+			t.Fatalf("row %d of the centred unembedding has mean %g", r, sum/float64(shape[1]))
+		}
+	}
+	if _, err := mc.OpenWithOptions(modelDir(t), mc.OpenOptions{Device: "tpu"}); !errors.Is(err, mc.ErrInvalidArgument) {
+		t.Fatalf("bad device: %v", err)
+	}
 }
 
 func TestConcurrentUseAndClose(t *testing.T) {
@@ -571,7 +710,7 @@ func TestConcurrentUseAndClose(t *testing.T) {
 					errs <- err
 					return
 				}
-				w.Free()
+				w.Close()
 				if _, err := c.Weight(mc.WeightAttnToValue, 1000+g); !errors.Is(err, mc.ErrInvalidArgument) ||
 					!strings.Contains(err.Error(), "layer") {
 					errs <- err // each goroutine sees its own failure's message
@@ -582,7 +721,7 @@ func TestConcurrentUseAndClose(t *testing.T) {
 					errs <- err
 					return
 				}
-				a.Free()
+				a.Close()
 				if g == 0 && i == 0 {
 					if _, err := c.Forward(mc.ForwardRequest{Tokens: ids, Batch: 1, SeqLen: len(ids)}); err != nil {
 						errs <- err
@@ -720,7 +859,7 @@ func TestAttribution(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer v.Free()
+		defer v.Close()
 		f, _ := v.Float32s()
 		return float64(f[0]), out
 	}
@@ -754,8 +893,8 @@ func TestAttribution(t *testing.T) {
 			}
 			scores = append(scores, score{l, int64(n), s})
 		}
-		act.Free()
-		grad.Free()
+		act.Close()
+		grad.Close()
 	}
 	sort.Slice(scores, func(i, j int) bool { return math.Abs(scores[i].value) > math.Abs(scores[j].value) })
 	for _, s := range scores[:10] {
@@ -807,7 +946,7 @@ func TestDecoding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Free()
+		defer l.Close()
 		v, _ := l.Float32s()
 		vocab := int(l.Shape()[2])
 		return append([]float32(nil), v[row*vocab:(row+1)*vocab]...)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 )
@@ -92,8 +93,10 @@ var liveTensors int64
 
 // Tensor is a DLPack tensor handed out by the library. Its metadata is copied into Go; its
 // data stays where the library put it (a private mapping of the checkpoint, or libtorch
-// storage) and is freed by Free or, failing that, by the finalizer: the DLPack deleter runs
-// exactly once either way.
+// storage) and is freed by Close or, failing that, by the finalizer: the DLPack deleter runs
+// exactly once either way. Go code reads the data inside With (zero-copy, for the callback's
+// duration: Close and the finalizer wait for it) or through Copy (Go memory), so no slice can
+// outlive the memory it points into.
 type Tensor struct {
 	m        *C.DLManagedTensorVersioned
 	data     unsafe.Pointer
@@ -102,7 +105,9 @@ type Tensor struct {
 	dtype    DType
 	device   Device
 	readOnly bool
-	freed    int32
+	// mu is held for reading by each With callback and for writing by Close and Detach.
+	mu     sync.RWMutex
+	closed bool
 }
 
 func newTensor(m *C.DLManagedTensorVersioned) *Tensor {
@@ -122,18 +127,23 @@ func newTensor(m *C.DLManagedTensorVersioned) *Tensor {
 		copy(t.strides, unsafe.Slice((*int64)(unsafe.Pointer(dl.strides)), n))
 	}
 	atomic.AddInt64(&liveTensors, 1)
-	runtime.SetFinalizer(t, (*Tensor).Free)
+	runtime.SetFinalizer(t, (*Tensor).Close)
 	return t
 }
 
-// Free runs the tensor's DLPack deleter now (the first call only; later calls and the
-// finalizer do nothing). Views taken from the tensor must not be used afterwards.
-func (t *Tensor) Free() {
-	if atomic.CompareAndSwapInt32(&t.freed, 0, 1) {
+// Close runs the tensor's DLPack deleter, after any With callback in flight returns. Closing
+// again (or after Detach) is a no-op returning nil. Do not call it from inside a With
+// callback on the same tensor (it would wait for itself).
+func (t *Tensor) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
 		runtime.SetFinalizer(t, nil)
 		deleteManaged(unsafe.Pointer(t.m))
 		atomic.AddInt64(&liveTensors, -1)
 	}
+	return nil
 }
 
 // deleteManaged calls the deleter of a DLManagedTensorVersioned.
@@ -142,18 +152,21 @@ func deleteManaged(p unsafe.Pointer) {
 }
 
 // Detach hands the DLPack tensor (a DLManagedTensorVersioned *) to other C code, which
-// becomes responsible for calling its deleter; the Tensor is freed from Go's side.
+// becomes responsible for calling its deleter; the Tensor is closed from Go's side.
 func (t *Tensor) Detach() (unsafe.Pointer, error) {
-	if !atomic.CompareAndSwapInt32(&t.freed, 0, 1) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
 		return nil, ErrFreed
 	}
+	t.closed = true
 	runtime.SetFinalizer(t, nil)
 	atomic.AddInt64(&liveTensors, -1)
 	return unsafe.Pointer(t.m), nil
 }
 
-// ErrFreed is returned for views of a tensor after Free or Detach.
-var ErrFreed = errors.New("modelcontext: tensor already freed")
+// ErrFreed is returned when a tensor is read after Close or Detach.
+var ErrFreed = errors.New("modelcontext: tensor already closed")
 
 // Shape is the tensor's shape (a copy).
 func (t *Tensor) Shape() []int64 { return append([]int64(nil), t.shape...) }
@@ -250,26 +263,44 @@ func dtypeMatches[T Element](d DType) bool {
 	return false
 }
 
-// View returns the tensor's memory as a []T without copying: element index i (one entry per
-// dimension) is at view[t.Offset(i...)]. It covers every element the strides reach. The view
-// is valid while t is reachable and not freed; writes to a read-only tensor stay private.
-func View[T Element](t *Tensor) ([]T, error) {
-	if atomic.LoadInt32(&t.freed) != 0 {
-		return nil, ErrFreed
+// With calls f with the tensor's memory as a []T, without copying: element index i (one
+// entry per dimension) is at view[t.Offset(i...)], and the view covers every element the
+// strides reach. The view is valid only until f returns (Close and the finalizer wait for f);
+// writes to a read-only tensor stay private to this process. f's error is returned.
+func With[T Element](t *Tensor, f func(view []T) error) error {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	defer runtime.KeepAlive(t)
+	if t.closed {
+		return ErrFreed
 	}
 	if t.device.Type != CPU {
-		return nil, fmt.Errorf("modelcontext: tensor on %s: only host memory can be viewed from Go", t.device)
+		return fmt.Errorf("modelcontext: tensor on %s: only host memory can be read from Go", t.device)
 	}
 	if !dtypeMatches[T](t.dtype) {
 		var zero T
-		return nil, fmt.Errorf("modelcontext: a %T view of a %s tensor", zero, t.dtype)
+		return fmt.Errorf("modelcontext: a %T view of a %s tensor", zero, t.dtype)
 	}
 	n, err := t.span()
-	if err != nil || n == 0 {
-		return []T{}, err
+	if err != nil {
+		return err
 	}
-	return unsafe.Slice((*T)(t.data), n), nil
+	if n == 0 {
+		return f([]T{})
+	}
+	return f(unsafe.Slice((*T)(t.data), n))
 }
 
-// Float32s is View[float32].
-func (t *Tensor) Float32s() ([]float32, error) { return View[float32](t) }
+// Copy returns the tensor's elements in Go memory, laid out as With's view (index with
+// Offset); it stays valid after Close.
+func Copy[T Element](t *Tensor) ([]T, error) {
+	var out []T
+	err := With(t, func(view []T) error {
+		out = append(make([]T, 0, len(view)), view...)
+		return nil
+	})
+	return out, err
+}
+
+// Float32s is Copy[float32].
+func (t *Tensor) Float32s() ([]float32, error) { return Copy[float32](t) }

@@ -97,7 +97,7 @@ func main() {
 	}{{mc.WeightAttnToQuery, 0}, {mc.WeightEmbedding, mc.LayerNone}} {
 		t := must(ctx.Weight(w.loc, w.layer))
 		describe("weight", w.loc.String(), w.layer, t)
-		t.Free() // or leave it to the finalizer
+		t.Close() // or leave it to the finalizer
 	}
 
 	prompt := "Hello, world"
@@ -117,16 +117,16 @@ func main() {
 	mlp := must(out.Get(mc.ActMLPPostAct, 1))
 	resid := must(out.Get(mc.ActResidPostLnF, mc.LayerNone))
 	out.Close() // the tensors taken from it stay valid
-	defer logits.Free()
-	defer mlp.Free()
-	defer resid.Free()
+	defer logits.Close()
+	defer mlp.Close()
+	defer resid.Close()
 	describe("forward", "logits", mc.LayerNone, logits)
 	describe("activation", mc.ActMLPPostAct.String(), 1, mlp)
 	describe("activation", mc.ActResidPostLnF.String(), mc.LayerNone, resid)
 
 	// The last position's logits are resid.post_ln_f @ unembedding ([d_model, vocab]).
 	unemb := must(ctx.Weight(mc.WeightUnembedding, mc.LayerNone))
-	defer unemb.Free()
+	defer unemb.Close()
 	lv, hv, wv := must(logits.Float32s()), must(resid.Float32s()), must(unemb.Float32s())
 	last, best, maxDiff := int64(len(ids)-1), int64(0), 0.0
 	for v := int64(0); v < vocab; v++ {
