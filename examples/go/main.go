@@ -12,7 +12,7 @@ import (
 	"os"
 	"strings"
 
-	mc "model_context/bindings/go"
+	mc "model_context/bindings/go/modelcontext"
 )
 
 // sum adds the elements in row-major order, in float64, following the strides.

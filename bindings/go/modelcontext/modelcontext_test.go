@@ -16,14 +16,14 @@ import (
 	"testing"
 	"time"
 
-	mc "model_context/bindings/go"
+	mc "model_context/bindings/go/modelcontext"
 )
 
 // The demo checkpoint (scripts/data.sh demo); MC_DEMO_MODEL overrides.
 func modelDir(t *testing.T) string {
 	dir := os.Getenv("MC_DEMO_MODEL")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "data", "demo")
+		dir = filepath.Join("..", "..", "..", "data", "demo")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
 		t.Fatalf("demo checkpoint missing (run scripts/data.sh demo): %v", err)
@@ -62,7 +62,7 @@ func readConfig(t *testing.T, c *mc.Context) config {
 }
 
 func TestVersionMatchesCargo(t *testing.T) {
-	toml, err := os.ReadFile(filepath.Join("..", "..", "Cargo.toml"))
+	toml, err := os.ReadFile(filepath.Join("..", "..", "..", "Cargo.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
