@@ -99,9 +99,9 @@ ok "Go tour prints the C tour's lines"
 echo "== Julia binding's ABI and call sequence through ctypes"
 export MC_LIB=$lib/libmodel_context.so
 "$py" "$root/tests/python/test_julia_abi.py" || fail "Julia ABI checks"
-"$py" "$root/tests/python/test_julia_abi.py" --tour "$model" > "$work/julia.txt" || fail "Julia tour replay"
-diff -u "$work/c.txt" "$work/julia.txt" || fail "Julia tour replay differs from C"
-ok "Julia ccall signatures, struct layouts, tour replay"
+"$py" "$root/tests/python/test_julia_abi.py" --tour "$model" > "$work/julia.txt" || fail "Julia ABI replay (ctypes)"
+diff -u "$work/c.txt" "$work/julia.txt" || fail "Julia ABI replay (ctypes) differs from C"
+ok "Julia package layout, ccall signatures, struct layouts, ABI replay (not a run of the Julia code)"
 
 echo "== Python example (NumPy and PyTorch through __dlpack__)"
 "$py" "$root/examples/python/tour.py" "$model" > "$work/py.txt" || { cat "$work/py.txt"; fail "Python example"; }

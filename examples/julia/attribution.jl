@@ -6,8 +6,7 @@
 #
 # Julia is not installed where this project's tests run: tests/python/test_julia_abi.py parses
 # this file and checks the binding's ccalls and structs against the header.
-include(joinpath(@__DIR__, "..", "..", "bindings", "julia", "ModelContext.jl"))
-using .ModelContext
+using ModelContext
 using Printf
 
 function main(model)

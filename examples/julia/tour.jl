@@ -4,9 +4,8 @@
 #   MODEL_CONTEXT_LIB=$PREFIX/lib/libmodel_context.so julia --project=bindings/julia examples/julia/tour.jl MODEL_DIR
 #
 # tests/python/test_julia_abi.py runs this sequence through Python ctypes with the ccall
-# signatures of bindings/julia/ModelContext.jl (Julia is not installed where the tests run).
-include(joinpath(@__DIR__, "..", "..", "bindings", "julia", "ModelContext.jl"))
-using .ModelContext
+# signatures of bindings/julia/src/ModelContext.jl (Julia is not installed where the tests run).
+using ModelContext
 using Printf
 
 const MC = ModelContext

@@ -1,11 +1,15 @@
-"""The ABI the Julia binding relies on, exercised without Julia (which is not installed here).
+"""The ABI the Julia binding relies on, checked without Julia (which cannot be installed here).
+This is not a test of the Julia code: that is bindings/julia/test/runtests.jl (`Pkg.test()`),
+which runs wherever Julia exists.
 
-bindings/julia/ModelContext.jl and examples/julia/tour.jl are parsed with tree-sitter's Julia
-grammar: both must parse without error, every `ccall` signature must match the C prototype in
-include/model_context.h (argument count and each argument's class and size), and the Julia
-mirrors of C structs must have the C field names, offsets and sizes (measured by gcc).
+The package (bindings/julia/src/ModelContext.jl, its test/runtests.jl) and every example in
+examples/julia/ are parsed with tree-sitter's Julia grammar and must parse without error;
+every `ccall` signature must match the C prototype in include/model_context.h (argument count
+and each argument's class and size), and the Julia mirrors of C structs must have the C field
+names, offsets and sizes (measured by gcc).
 
-The tour is then replayed through ctypes, call for call as tour.jl makes it, each C function
+The C side of the binding's calls is then exercised through ctypes, call for call as tour.jl
+makes them, each C function
 called with the argument and result types its Julia `ccall` declares, and DLPack.jl's legacy
 path emulated: the managed tensor is copied, its deleter is called once on the original
 pointer when the array is collected, and the array has DLPack.jl's layout (column-major
@@ -33,7 +37,9 @@ import tree_sitter_julia
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mc  # noqa: E402
 
-MODULE = os.path.join(mc.ROOT, "bindings", "julia", "ModelContext.jl")
+MODULE = os.path.join(mc.ROOT, "bindings", "julia", "src", "ModelContext.jl")
+PACKAGE_TESTS = os.path.join(mc.ROOT, "bindings", "julia", "test", "runtests.jl")
+PROJECT = os.path.join(mc.ROOT, "bindings", "julia", "Project.toml")
 TOUR = os.path.join(mc.ROOT, "examples", "julia", "tour.jl")
 HEADER = os.path.join(mc.ROOT, "include", "model_context.h")
 DEMO = os.environ.get("MC_DEMO_MODEL", os.path.join(mc.ROOT, "data", "demo"))
@@ -272,7 +278,7 @@ class McError(Exception):
 
 
 class Binding:
-    """bindings/julia/ModelContext.jl, function for function, over JuliaFFI."""
+    """bindings/julia/src/ModelContext.jl, function for function, over JuliaFFI."""
 
     MC_LAYER_NONE = -1
     MC_DIM_NONE = -1
@@ -534,7 +540,7 @@ class JuliaABI(unittest.TestCase):
         examples = sorted(os.path.join(os.path.dirname(TOUR), f) for f in os.listdir(os.path.dirname(TOUR))
                           if f.endswith(".jl"))
         self.assertIn(TOUR, examples)
-        for path in [MODULE, *examples]:
+        for path in [MODULE, PACKAGE_TESTS, *examples]:
             tree = parse_julia(path)
             bad = [n for n in _walk(tree.root_node) if n.type == "ERROR" or n.is_missing]
             self.assertFalse(tree.root_node.has_error, f"{path}: syntax errors at "
@@ -542,6 +548,24 @@ class JuliaABI(unittest.TestCase):
         # The parser does reject broken Julia.
         broken = tree_sitter.Parser(tree_sitter.Language(tree_sitter_julia.language())).parse(b"function f(x\n  x +\nend\n")
         self.assertTrue(broken.root_node.has_error)
+
+    def test_package_layout(self):
+        """A real package: Project.toml names it, gives it a uuid and a version matching the
+        library's, and compat bounds; the module resolves the library in __init__."""
+        with open(PROJECT) as f:
+            project = f.read()
+        fields = dict(re.findall(r'^(\w+) = "([^"]*)"', project, re.M))
+        self.assertEqual(fields.get("name"), "ModelContext")
+        self.assertRegex(fields.get("uuid", ""), r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+        with open(os.path.join(mc.ROOT, "Cargo.toml")) as f:
+            version = re.search(r'(?s)\[package\].*?\nversion = "([^"]+)"', f.read()).group(1)
+        self.assertEqual(fields.get("version"), version)
+        self.assertRegex(project, r'(?m)^\[compat\]\nDLPack = "[^"]+"\njulia = "[^"]+"')
+        self.assertRegex(project, r'(?m)^\[targets\]\ntest = \["Test"\]')
+        with open(MODULE) as f:
+            source = f.read()
+        self.assertRegex(source, r"(?s)function __init__\(\).*?global LIB = get\(ENV, \"MODEL_CONTEXT_LIB\"")
+        self.assertNotRegex(source, r"(?m)^const LIB\b")
 
     def test_ccall_signatures_match_the_header(self):
         with open(MODULE) as f:

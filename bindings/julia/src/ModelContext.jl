@@ -4,9 +4,11 @@
 Julia binding of model_context through `ccall`: open a GPT-2-family checkpoint, read weights
 and forward-pass activations as zero-copy arrays (DLPack.jl), encode and decode tokens.
 
-The library is `ENV["MODEL_CONTEXT_LIB"]` when set when this file is loaded (a path, e.g.
-`\$PREFIX/lib/libmodel_context.so`), else `libmodel_context` found by the dynamic loader
-(`LD_LIBRARY_PATH`, or an installed prefix known to `ldconfig`).
+The library is resolved when the module is initialised (`__init__`, so a precompiled package
+picks up the environment of the session that loads it): `ENV["MODEL_CONTEXT_LIB"]` when set
+(a path, e.g. `\$PREFIX/lib/libmodel_context.so`), else `libmodel_context` found by the
+dynamic loader (`LD_LIBRARY_PATH`, or an installed prefix known to `ldconfig`). `__init__`
+opens it, so a missing library is an error at `using ModelContext`, naming the path tried.
 
 Layout rule (DLPack.jl's): a tensor whose strides are column-major arrives with its
 dimensions as they are; every other tensor, row-major ones included, arrives with its
@@ -34,7 +36,17 @@ export Context, MCError, Tensor, ForwardOutput, config_json, dim_size, weight, e
     remove_sequence!, truncate_sequence!, sequence_length, sample_batch, MC_STOP_END_OF_TEXT,
     MC_STOP_MAX_TOKENS, MC_STOP_WINDOW
 
-const LIB = get(ENV, "MODEL_CONTEXT_LIB", "libmodel_context")
+using Libdl
+
+# The library every `ccall` names: set by `__init__` before any call (Julia 1.6 and later read
+# a non-constant library name at the call's first execution).
+LIB = "libmodel_context"
+
+function __init__()
+    global LIB = get(ENV, "MODEL_CONTEXT_LIB", "libmodel_context")
+    Libdl.dlopen(LIB)  # fails here, naming the library, rather than at the first call
+    return nothing
+end
 
 # Constants of include/model_context.h used here (the rest are found by name, see below).
 const MC_LAYER_NONE = Int32(-1)
