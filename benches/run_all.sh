@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark (each compares with its Python reference in the same run) and keeps
-# the output in target/bench-results.txt; the README's ratios come from one such run.
+# the output in target/bench-results.txt; the ratios in docs/benchmarks.md come from one such run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -22,5 +22,5 @@ step "fuzz: every reader of untrusted input, 30 s per target"; scripts/fuzz.sh 3
 step "linkage"; tests/linkage.sh target/debug
 step "python DLPack consumers"; .venv/bin/python tests/python/test_dlpack.py
 step "C example and C tests under valgrind and AddressSanitizer"; tests/c/run.sh data/demo target/debug
-step "packaging: make install, C/C++/Go examples via pkg-config, go test -race, Julia ABI"; tests/packaging.sh debug
+step "packaging: make install, C/C++/Go examples via pkg-config, go test -race, the docs' programs, Julia package checks"; tests/packaging.sh debug
 step "all tests passed"

@@ -2,7 +2,7 @@
 //! tokenizer are all created by whichever thread gets there first): weights, encode, decode and
 //! forward run concurrently, every tensor is freed by a thread other than the one it was made
 //! on, and every result is byte-identical to the one computed single-threaded on a separate
-//! context. (ThreadSanitizer cannot check this build: see the README's Reliability section for
+//! context. (ThreadSanitizer cannot check this build: see docs/reliability.md for
 //! why, and for what stands in for it: this test, and tests/c/stress.c under AddressSanitizer.)
 mod common;
 use model_context::ffi::dlpack::DLManagedTensorVersioned;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The installed package as its users meet it: `make install` into a temporary prefix, then the
 # C, C++ and Go examples built against it through pkg-config and run on the demo checkpoint
-# (the same lines from each), the Go binding's tests under the race detector, the Julia
-# binding's call sequence through ctypes, the Python DLPack example, and `make uninstall`.
+# (the same lines from each), the Go binding's tests under the race detector, every program
+# block of README.md and docs/ built and run, the Julia package's static checks and ABI
+# replay through ctypes, the Python DLPack example, and `make uninstall`.
 #   tests/packaging.sh [debug|release]      (default debug, the build scripts/test.sh makes)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -95,6 +96,10 @@ ok "go vet, go test -race (cgocheck=2)"
 "$work/tour_go" "$model" > "$work/go.txt" || fail "Go tour"
 diff -u "$work/c.txt" "$work/go.txt" || fail "Go tour output differs from C"
 ok "Go tour prints the C tour's lines"
+
+echo "== every program block in README.md and docs/ builds and runs"
+"$py" "$root/tests/docs_programs.py" "$lib" "$model" || fail "a documented program"
+ok "documented programs"
 
 echo "== Julia binding's ABI and call sequence through ctypes"
 export MC_LIB=$lib/libmodel_context.so
