@@ -364,18 +364,7 @@ pub unsafe extern "C" fn mc_forward_output_get(
     layer: i32,
     out: *mut *mut DLManagedTensorVersioned,
 ) -> mc_status {
-    hand_out(output, out, |o| {
-        let (act, key) = key_arg(act, layer)?;
-        o.get(key).ok_or_else(|| {
-            err(
-                ErrorKind::NotFound,
-                format!(
-                    "{} layer {layer} was not requested in this forward pass",
-                    act.name()
-                ),
-            )
-        })
-    })
+    hand_out_at(output, (act, layer), out, "activation", ForwardOutput::get)
 }
 
 /// A location and layer as the output's key (`MC_LAYER_NONE`: model-wide).
@@ -395,6 +384,29 @@ unsafe fn hand_out(
         let o = arg_ref(output, "output")?;
         write_out(out, export_versioned(pick(&o.inner)?.share())?);
         Ok(())
+    })
+}
+
+/// Hands out the `what` (activation or gradient) that `pick` finds at one location and layer;
+/// one that was not requested is `NotFound` naming it.
+unsafe fn hand_out_at(
+    output: *const mc_forward_output,
+    (act, layer): (mc_activation, i32),
+    out: *mut *mut DLManagedTensorVersioned,
+    what: &str,
+    pick: impl FnOnce(&ForwardOutput, ActivationKey) -> Option<&crate::tensor::OwnedTensor>,
+) -> mc_status {
+    hand_out(output, out, |o| {
+        let (act, key) = key_arg(act, layer)?;
+        pick(o, key).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!(
+                    "{} layer {layer} was not requested in this forward pass (no {what} there)",
+                    act.name()
+                ),
+            )
+        })
     })
 }
 
@@ -438,15 +450,7 @@ pub unsafe extern "C" fn mc_forward_output_grad(
     layer: i32,
     out: *mut *mut DLManagedTensorVersioned,
 ) -> mc_status {
-    hand_out(output, out, |o| {
-        let (act, key) = key_arg(act, layer)?;
-        o.grad(key).ok_or_else(|| {
-            err(
-                ErrorKind::NotFound,
-                format!("no gradient at {} layer {layer} was requested", act.name()),
-            )
-        })
-    })
+    hand_out_at(output, (act, layer), out, "gradient", ForwardOutput::grad)
 }
 
 /// Frees a forward output (NULL: no-op); tensors taken from it stay valid.
