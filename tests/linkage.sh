@@ -19,5 +19,6 @@ echo "$deps" | grep -q "libtorch_cpu.so => $libtorch/libtorch_cpu.so" || { echo 
 # LD_LIBRARY_PATH overrides the RUNPATH: a decoy folder holding a libc10.so link wins.
 decoy=$(mktemp -d); trap 'rm -rf "$decoy"' EXIT
 ln -s "$libtorch/libc10.so" "$decoy/libc10.so"
-LD_LIBRARY_PATH=$decoy ldd "$so" | grep -q "libc10.so => $decoy/libc10.so" || { echo "LD_LIBRARY_PATH did not override"; exit 1; }
+decoyed=$(LD_LIBRARY_PATH=$decoy ldd "$so")  # captured: grep -q exiting early must not SIGPIPE ldd
+grep -q "libc10.so => $decoy/libc10.so" <<<"$decoyed" || { echo "LD_LIBRARY_PATH did not override"; exit 1; }
 echo "linkage: ok (RUNPATH $libtorch; libtorch_cuda.so kept: $([ -e "$libtorch/libtorch_cuda.so" ] && echo yes || echo 'n/a'))"

@@ -39,7 +39,10 @@ export PKG_CONFIG_PATH=$lib/pkgconfig
 [ "$(pkg-config --modversion model_context)" = "$version" ] || fail "pkg-config version"
 [ "$(pkg-config --cflags model_context | xargs)" = "-I$prefix/include" ] || fail "pkg-config --cflags: $(pkg-config --cflags model_context)"
 [ "$(pkg-config --libs model_context | xargs)" = "-L$lib -lmodel_context" ] || fail "pkg-config --libs: $(pkg-config --libs model_context)"
-pkg-config --libs model_context-static | grep -q "$lib/libmodel_context.a" || fail "model_context-static.pc"
+# Outputs are captured before grep -q reads them: with pipefail, a writer still writing when
+# grep -q has matched and exited dies of SIGPIPE and fails the pipeline (seen with ldd).
+static_libs=$(pkg-config --libs model_context-static)
+grep -q "$lib/libmodel_context.a" <<<"$static_libs" || fail "model_context-static.pc"
 ok "pkg-config: model_context $version, model_context-static"
 
 echo "== C examples against the installed package"
@@ -47,8 +50,10 @@ cflags=$(pkg-config --cflags model_context)
 libs=$(pkg-config --libs model_context)
 # shellcheck disable=SC2086
 gcc -std=c11 -O1 -Wall -Wextra -Werror $cflags -o "$work/tour" "$root/examples/c/tour.c" $libs -lm -Wl,-rpath,"$lib"
-readelf -d "$work/tour" | grep -q "NEEDED.*\[$soname\]" || fail "tour does not depend on $soname"
-ldd "$work/tour" | grep -q "$soname => $lib/$soname" || fail "tour does not load the installed library"
+tour_dyn=$(readelf -d "$work/tour")
+grep -q "NEEDED.*\[$soname\]" <<<"$tour_dyn" || fail "tour does not depend on $soname"
+tour_deps=$(ldd "$work/tour")
+grep -q "$soname => $lib/$soname" <<<"$tour_deps" || fail "tour does not load the installed library: $tour_deps"
 "$work/tour" "$model" > "$work/c.txt" || { cat "$work/c.txt"; fail "C tour"; }
 cat "$work/c.txt"
 grep -qx "model_context $version" "$work/c.txt" &&
