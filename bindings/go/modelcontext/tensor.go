@@ -267,6 +267,8 @@ func dtypeMatches[T Element](d DType) bool {
 // entry per dimension) is at view[t.Offset(i...)], and the view covers every element the
 // strides reach. The view is valid only until f returns (Close and the finalizer wait for f);
 // writes to a read-only tensor stay private to this process. f's error is returned.
+// Inside f, do not Close the tensor nor start another With on it: a Close waiting on another
+// goroutine blocks new callbacks, so a nested With would wait for itself.
 func With[T Element](t *Tensor, f func(view []T) error) error {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
