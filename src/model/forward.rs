@@ -212,11 +212,21 @@ impl Model {
 
     /// A parameter by state-dict key (after simplify, the folded value).
     pub fn param(&self, key: &str) -> Result<&OwnedTensor> {
-        let found = Piece::parse(key).and_then(|k| self.params.get(k));
-        found.ok_or_else(|| {
-            err(
+        match Piece::parse(key) {
+            Some(k) => self.owned_at(k),
+            None => Err(err(
                 ErrorKind::NotFound,
                 format!("model has no parameter `{key}`"),
+            )),
+        }
+    }
+
+    /// A parameter by piece and layer.
+    fn owned_at(&self, key: PieceKey) -> Result<&OwnedTensor> {
+        self.params.get(key).ok_or_else(|| {
+            err(
+                ErrorKind::NotFound,
+                format!("model has no parameter `{}`", key.0.key(key.1)),
             )
         })
     }
@@ -253,8 +263,8 @@ impl Model {
                 let g = self.lp(layer, ln.0)?.shallow_clone();
                 let beta = self.lp(layer, ln.1)?.shallow_clone();
                 for &(weight, bias) in targets {
-                    let w = self.param(&weight.key(Some(layer)))?;
-                    let b = self.param(&bias.key(Some(layer)))?;
+                    let w = self.owned_at(at(weight))?;
+                    let b = self.owned_at(at(bias))?;
                     let folded_b = b.computed(|b| b.f_add(&w.tensor.f_mv(&beta)?))?;
                     let folded_w = w.computed(|w| w.f_mul(&g.f_unsqueeze(0)?))?;
                     self.params.insert(at(weight), folded_w)?;

@@ -168,36 +168,42 @@ pub fn pieces(c: &Config, n_vocab: i64) -> impl Iterator<Item = (String, Vec<i64
     piece_keys(c).map(move |(p, l)| (p.key(l), shape(p.sizes(), c, n_vocab)))
 }
 
-/// The sizes of a piece's axes, None for a key outside the layout.
-pub fn sizes(key: &str) -> Option<&'static [Size]> {
-    Piece::parse(key).map(|(p, _)| p.sizes())
-}
-
 /// Checks a piece's stored shape against what the config claims. A disagreement is a false
 /// claim (`Format`) naming the config keys of the axes that differ and the shape found.
 pub fn check(c: &Config, n_vocab: i64, key: &str, stored: &[i64], origin: &str) -> Result<()> {
-    let Some(sizes) = sizes(key) else {
+    let Some((piece, _)) = Piece::parse(key) else {
         return Ok(());
     };
-    let expected = shape(sizes, c, n_vocab);
-    let broadcast = may_broadcast(key) && broadcasts(stored, &expected);
+    let expected = shape(piece.sizes(), c, n_vocab);
+    let broadcast = piece.may_broadcast() && broadcasts(stored, &expected);
     if stored == expected.as_slice() || broadcast {
         return Ok(());
     }
-    let claims: Vec<String> = sizes
+    let axes: Vec<(i64, &str)> = expected
         .iter()
-        .zip(&expected)
-        .enumerate()
-        .filter(|&(i, (_, want))| stored.len() != expected.len() || stored.get(i) != Some(want))
-        .map(|(_, (size, want))| format!("`{}` = {want}", size.keys()))
+        .zip(piece.sizes())
+        .map(|(&n, s)| (n, s.keys()))
         .collect();
     Err(err(
         ErrorKind::Format,
         format!(
             "{origin}: piece `{key}` has shape {stored:?}, but the config claims {expected:?} ({})",
-            claims.join(", ")
+            false_claims(stored, &axes)
         ),
     ))
+}
+
+/// The claims behind the axes (`(size, config key)`) that `stored` does not match, every one
+/// when the ranks differ, as "`key` = size": what a false-claim message names.
+pub fn false_claims(stored: &[i64], axes: &[(i64, &str)]) -> String {
+    let rank_differs = stored.len() != axes.len();
+    let claims: Vec<String> = axes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &(n, _))| rank_differs || stored.get(i) != Some(&n))
+        .map(|(_, &(n, k))| format!("`{k}` = {n}"))
+        .collect();
+    claims.join(", ")
 }
 
 /// How many pieces `pieces` yields (saturating: only for progress reports).
@@ -215,11 +221,6 @@ pub fn layer_of(key: &str) -> Option<i64> {
 /// The key whose presence shows that layer `l` exists.
 pub fn layer_probe(l: i64) -> String {
     Piece::Ln1Weight.key(Some(l))
-}
-
-/// Whether the piece a key names may be stored with fewer dimensions (`Piece::may_broadcast`).
-pub fn may_broadcast(key: &str) -> bool {
-    Piece::parse(key).is_some_and(|(p, _)| p.may_broadcast())
 }
 
 /// One value per piece of a model (its parameters, or pieces being processed), found by

@@ -166,20 +166,13 @@ impl HfGpt2 {
         })?;
         let shape: Vec<i64> = axes.iter().map(|&(n, _)| n).collect();
         if rec.shape != shape {
-            let rank_differs = rec.shape.len() != shape.len();
-            let claims: Vec<String> = axes
-                .iter()
-                .enumerate()
-                .filter(|&(i, &(n, _))| rank_differs || rec.shape.get(i) != Some(&n))
-                .map(|(_, &(n, k))| format!("`{k}` = {n}"))
-                .collect();
             return Err(err(
                 ErrorKind::Format,
                 format!(
                     "{}: `{key}` has shape {:?} but config.json claims {shape:?} ({}) (for the TDB piece `{piece}`)",
                     path.display(),
                     rec.shape,
-                    claims.join(", ")
+                    crate::schema::layout::false_claims(&rec.shape, axes)
                 ),
             ));
         }
