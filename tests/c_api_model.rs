@@ -113,9 +113,10 @@ fn forward_through_the_c_api() {
         last_error()
     );
     assert_eq!(get(out, 20, 0), Err(MC_ERR_INVALID_ARGUMENT));
-    // The same ids as int64 give the same logits.
+    // The same ids as int64 give the same logits (with layer 1's pattern captured again, so
+    // that layer takes the same, explicit, attention path).
     let wide: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-    let mut r64 = request(&tokens, 2, 3, &[], &[]);
+    let mut r64 = request(&tokens, 2, 3, &[MC_ACT_ATTN_QK_PROBS], &[1]);
     r64.tokens = wide.as_ptr().cast();
     r64.token_type = MC_TOKENS_INT64;
     let out64 = forward(ctx, &r64).unwrap();

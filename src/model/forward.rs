@@ -900,26 +900,9 @@ impl Model {
         if past.is_some() {
             hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
         }
-        // [B, H, T, S]; edits see [B, T, S, H] before the masks, which are applied after them.
-        let raw = match past {
-            None => q
-                .f_permute([0, 2, 1, 3])?
-                .f_matmul(&k.f_permute([0, 2, 3, 1])?)?,
-            Some((p, rows)) => scores_after(rows, &q, &k, p.attended(t))?,
-        };
-        let raw = hooks.edit_heads_last(AttnQkLogits, l, raw)?;
-        let logits = raw.f_masked_fill(&mask.f_logical_not()?, f64::NEG_INFINITY)?;
-        let logits = hooks.tap(AttnQkLogits, l, logits, true)?;
-        let probs = logits
-            .f_softmax(-1, Kind::Float)?
-            .f_to_dtype(x.kind(), false, false)?;
-        let probs = hooks.edit_heads_last(AttnQkProbs, l, probs)?;
-        let probs = hooks.tap(AttnQkProbs, l, probs, true)?;
-        let v_out = match past {
-            None => probs
-                .f_matmul(&v.f_permute([0, 2, 1, 3])?)?
-                .f_permute([0, 2, 1, 3])?,
-            Some((_, rows)) => values_after(rows, &probs, &v)?,
+        let v_out = match hooks.sees_pattern(l) || past.is_some() {
+            true => explicit_attention(l, (&q, &k, &v), mask, past, hooks)?,
+            false => fused_attention(&q, &k, &v, mask)?,
         };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
         let delta_attn = v_out
@@ -961,6 +944,15 @@ impl Model {
     ) -> TchResult<Tensor> {
         let kind = x.kind();
         let xf = x.f_to_dtype(Kind::Float, false, false)?;
+        let (wf, bf) = (
+            w.f_to_dtype(Kind::Float, false, false)?,
+            b.f_to_dtype(Kind::Float, false, false)?,
+        );
+        if !hooks.touches(scale_at, layer) {
+            // Nothing reads or changes the scale: libtorch's fused kernel, the same formula.
+            let out = xf.f_layer_norm([w.size()[0]], Some(&wf), Some(&bf), 1e-5, false)?;
+            return hooks.at(out_at, layer, out.f_to_dtype(kind, false, false)?);
+        }
         let centered = xf.f_sub(&xf.f_mean_dim([-1i64].as_slice(), true, Kind::Float)?)?;
         let mut scale = centered
             .f_square()?
@@ -971,10 +963,7 @@ impl Model {
         if hooks.edits_at(scale_at, layer) || hooks.grad_at.contains(&(scale_at, layer)) {
             scale = edited.f_to_dtype(Kind::Float, false, false)?;
         }
-        let out = centered
-            .f_div(&scale)?
-            .f_mul(&w.f_to_dtype(Kind::Float, false, false)?)?
-            .f_add(&b.f_to_dtype(Kind::Float, false, false)?)?;
+        let out = centered.f_div(&scale)?.f_mul(&wf)?.f_add(&bf)?;
         hooks.at(out_at, layer, out.f_to_dtype(kind, false, false)?)
     }
 }
@@ -988,6 +977,61 @@ fn missing_layer(e: crate::error::Error, key: &str, config: &Config) -> crate::e
             claim
         }
         _ => e,
+    }
+}
+
+/// Attention without its pattern: libtorch's fused kernel (no `[B, H, T, S]` tensor is
+/// materialised), for passes that neither capture, edit nor differentiate `attn.qk_*`; same
+/// result as `explicit_attention` within rounding. Returns `[B, T, H, d_head_v]`.
+fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> TchResult<Tensor> {
+    let heads_first = |x: &Tensor| x.f_permute([0, 2, 1, 3]);
+    // q and k are already scaled (d_head^-1/4 each, as TDB does), hence scale 1. Without
+    // padding the mask is the causal one, which the kernel applies itself, faster.
+    let causal_only = mask.size()[0] == 1;
+    Tensor::f_scaled_dot_product_attention(
+        &heads_first(q)?,
+        &heads_first(k)?,
+        &heads_first(v)?,
+        (!causal_only).then_some(mask),
+        0.0,
+        causal_only,
+        1.0,
+        false,
+    )?
+    .f_permute([0, 2, 1, 3])
+}
+
+/// Attention through its pattern `[B, H, T, S]`, for requests that capture, edit or
+/// differentiate `attn.qk_*` and for passes after a past; returns `[B, T, H, d_head_v]`.
+fn explicit_attention(
+    l: Option<i64>,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    mask: &Tensor,
+    past: Option<(&Past, &Vec<(Tensor, Tensor)>)>,
+    hooks: &mut Hooks,
+) -> TchResult<Tensor> {
+    use Activation::*;
+    let t = q.size()[1];
+    // [B, H, T, S]; edits see [B, T, S, H] before the masks, which are applied after them.
+    let raw = match past {
+        None => q
+            .f_permute([0, 2, 1, 3])?
+            .f_matmul(&k.f_permute([0, 2, 3, 1])?)?,
+        Some((p, rows)) => scores_after(rows, q, k, p.attended(t))?,
+    };
+    let raw = hooks.edit_heads_last(AttnQkLogits, l, raw)?;
+    let logits = raw.f_masked_fill(&mask.f_logical_not()?, f64::NEG_INFINITY)?;
+    let logits = hooks.tap(AttnQkLogits, l, logits, true)?;
+    let probs = logits
+        .f_softmax(-1, Kind::Float)?
+        .f_to_dtype(q.kind(), false, false)?;
+    let probs = hooks.edit_heads_last(AttnQkProbs, l, probs)?;
+    let probs = hooks.tap(AttnQkProbs, l, probs, true)?;
+    match past {
+        None => probs
+            .f_matmul(&v.f_permute([0, 2, 1, 3])?)?
+            .f_permute([0, 2, 1, 3]),
+        Some((_, rows)) => values_after(rows, &probs, v),
     }
 }
 
@@ -1076,6 +1120,24 @@ impl Hooks<'_> {
         self.edits
             .iter()
             .any(|e| e.location == act && e.layer == layer)
+    }
+
+    /// Whether the request touches this layer's attention pattern (capture, edit, gradient or
+    /// objective at `attn.qk_logits`/`attn.qk_probs`): only then is the pattern materialised.
+    fn sees_pattern(&self, layer: Option<i64>) -> bool {
+        [Activation::AttnQkLogits, Activation::AttnQkProbs]
+            .into_iter()
+            .any(|act| self.touches(act, layer))
+    }
+
+    /// Whether anything reads or changes this location: a capture, an edit, a gradient or the
+    /// objective.
+    fn touches(&self, act: Activation, layer: Option<i64>) -> bool {
+        let key = (act, layer);
+        self.wanted.contains(&key)
+            || self.grad_at.contains(&key)
+            || self.objective_at == Some(key)
+            || self.edits_at(act, layer)
     }
 
     /// `x` after every edit at this location, in list order.
