@@ -2,6 +2,7 @@
 //! calls over the pre-tokenizer (`pretokenize`) and the merge (`bpe`).
 use crate::encoding;
 use crate::error::{err, vec_with_capacity, Error, ErrorKind, Result};
+use crate::long::LongTables;
 use crate::parallel;
 use crate::pretokenize::{self, next_cl100k, next_o200k, next_r50k, Text};
 pub use crate::pretokenize::{Pattern, PATTERNS};
@@ -32,6 +33,8 @@ pub struct Tokenizer {
     /// `(text, id)` of every special token, sorted by text.
     specials: Vec<(String, Rank)>,
     endoftext: Rank,
+    /// The tables of the linear merge of long pieces, built when the first one appears.
+    long: OnceCell<LongTables>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -136,6 +139,7 @@ impl Tokenizer {
             spans,
             specials,
             endoftext,
+            long: OnceCell::new(),
         })
     }
 
@@ -297,6 +301,17 @@ impl Tokenizer {
                 ),
             ),
         }
+    }
+
+    /// The bytes of an id that is a (non-special) token, for building the long-piece tables.
+    pub(crate) fn mergeable_bytes(&self, id: Rank) -> Option<&[u8]> {
+        let b = span_bytes(&self.bytes, *self.spans.get(id as usize)?)?;
+        (self.rank(b) == Some(id)).then_some(b)
+    }
+
+    /// The long-piece tables, built on first use (thread-safe; see `long`).
+    pub(crate) fn long_tables(&self) -> &LongTables {
+        self.long.get_or_init(|| LongTables::build(self))
     }
 
     /// The rank of a byte string, if it is a (non-special) token.
