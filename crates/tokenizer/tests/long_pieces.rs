@@ -1,6 +1,8 @@
 //! Long pieces (merged in linear time) against tiktoken-rs, every encoding: single letters,
 //! random letters from small and large alphabets, repeated multi-byte characters, runs of
-//! spaces and of symbols, a few kilobytes each (tiktoken-rs merges a piece in quadratic time).
+//! spaces and of symbols, a few kilobytes each; and for cl100k_base and o200k_base, a quarter
+//! megabyte (in release) of one letter and of random letters (tiktoken-rs merges pieces of 100
+//! bytes and more with a heap, so it can take them).
 use model_context_tokenizer::Tokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -57,6 +59,34 @@ fn long_pieces_match_tiktoken_rs() {
                 &text.chars().take(12).collect::<String>(),
                 got.len(),
                 want.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn quarter_megabyte_pieces_match_tiktoken_rs() {
+    let bytes = if cfg!(debug_assertions) {
+        1 << 14
+    } else {
+        1 << 18
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let az: String = (0..bytes)
+        .map(|_| rng.random_range(b'a'..=b'z') as char)
+        .collect();
+    let ab: String = (0..bytes)
+        .map(|_| if rng.random_bool(0.5) { 'a' } else { 'b' })
+        .collect();
+    for name in ["cl100k_base", "o200k_base"] {
+        let ours = Tokenizer::shared(name).unwrap();
+        for text in ["a".repeat(bytes), "x".repeat(bytes), az.clone(), ab.clone()] {
+            let got = ours.encode_single_thread(&text).unwrap();
+            assert!(
+                got == reference(name).encode_ordinary(&text),
+                "{name}: {} bytes starting {:?}",
+                text.len(),
+                &text[..12]
             );
         }
     }
