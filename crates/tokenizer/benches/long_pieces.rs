@@ -90,7 +90,7 @@ fn prose(rng: &mut ChaCha8Rng, words: &[&str], sentences: usize) -> String {
 }
 
 /// About `bytes` of mixed text in ~2 KB documents, seeded.
-fn mixed(bytes: usize) -> String {
+pub fn mixed(bytes: usize) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(1234);
     let words: Vec<&str> = WORDS.split_whitespace().collect();
     let mut text = String::new();

@@ -49,7 +49,7 @@ impl Tokenizer {
             *b = k as u8;
         }
         for (k, p) in pair[..n.saturating_sub(1)].iter_mut().enumerate() {
-            *p = self.rank(&piece[k..k + 2]).unwrap_or(Rank::MAX);
+            *p = self.byte_pair(piece[k], piece[k + 1]);
         }
         let mut parts = n;
         let at = |b: &[u8; LARGE_PIECE + 1], k: usize| b[k] as usize;
@@ -99,7 +99,8 @@ impl Tokenizer {
         let mut pair: Vec<Rank> = vec![Rank::MAX; n];
         let mut heap = BinaryHeap::with_capacity(n);
         for k in 0..n - 1 {
-            if let Some(r) = self.rank(&piece[k..k + 2]) {
+            let r = self.byte_pair(piece[k], piece[k + 1]);
+            if r != Rank::MAX {
                 pair[k] = r;
                 heap.push(std::cmp::Reverse((r, k)));
             }

@@ -98,18 +98,11 @@ struct Node {
     label: u8,
 }
 
-/// What the two bytes `(b0 << 8) | b1` are: their rank as a token (NONE: not one) and the trie
-/// node they lead to (0: no token starts with them).
-#[derive(Clone, Copy)]
-struct TwoBytes {
-    rank: Rank,
-    node: u32,
-}
-
 /// The byte trie of the valid tokens, for the longest token at a position.
 struct Trie {
     nodes: Vec<Node>,
-    two: Vec<TwoBytes>,
+    /// The node each two bytes `(b0 << 8) | b1` lead to (0: no valid token starts with them).
+    two: Vec<u32>,
 }
 
 impl Trie {
@@ -131,7 +124,7 @@ impl Trie {
         let Some(&second) = text.get(1) else {
             return byte;
         };
-        let mut node = self.two[(text[0] as usize) << 8 | second as usize].node as usize;
+        let mut node = self.two[(text[0] as usize) << 8 | second as usize] as usize;
         if node == 0 {
             return byte;
         }
@@ -209,13 +202,7 @@ impl LongTables {
         valid.sort_unstable();
         let mut trie = build_trie(&valid, &mut info);
         trie.two = (0..1 << 16)
-            .map(|k: usize| {
-                let (b0, b1) = ((k >> 8) as u8, k as u8);
-                TwoBytes {
-                    rank: t.rank(&[b0, b1]).unwrap_or(NONE),
-                    node: trie.child(1 + b0 as usize, b1).unwrap_or(0) as u32,
-                }
-            })
+            .map(|k: usize| trie.child(1 + (k >> 8), k as u8).unwrap_or(0) as u32)
             .collect();
         LongTables {
             info,
@@ -374,7 +361,7 @@ impl Tokenizer {
             // The rank of x ++ y; only valid tokens matter (the first crossing step always
             // makes one), so none when x is a and a is the longest valid token at its start.
             let c = if lx + ly == 2 {
-                t.trie.two[(piece[m - 1] as usize) << 8 | piece[m] as usize].rank
+                self.byte_pair(piece[m - 1], piece[m])
             } else if lx + ly > t.max_len || (a_longest && p == Rank::MAX) {
                 NONE
             } else {

@@ -35,6 +35,9 @@ pub struct Tokenizer {
     endoftext: Rank,
     /// The tables of the linear merge of long pieces, built when the first one appears.
     long: OnceCell<LongTables>,
+    /// The rank of every two-byte string `(b0 << 8) | b1` (Rank::MAX: not a token): the
+    /// merges' first lookups, in 256 KiB rather than the large table.
+    byte_pairs: Vec<Rank>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -130,6 +133,13 @@ impl Tokenizer {
             return Err(internal(encoding_name, "a single byte is not a token"));
         }
         pretokenize::init();
+        let byte_pairs = (0..1usize << 16)
+            .map(|k| {
+                ranks
+                    .get(&bytes, &[(k >> 8) as u8, k as u8])
+                    .unwrap_or(Rank::MAX)
+            })
+            .collect();
         Ok(Tokenizer {
             name: encoding_name.to_string(),
             pattern,
@@ -140,6 +150,7 @@ impl Tokenizer {
             specials,
             endoftext,
             long: OnceCell::new(),
+            byte_pairs,
         })
     }
 
@@ -312,6 +323,12 @@ impl Tokenizer {
     /// The long-piece tables, built on first use (thread-safe; see `long`).
     pub(crate) fn long_tables(&self) -> &LongTables {
         self.long.get_or_init(|| LongTables::build(self))
+    }
+
+    /// The rank of the two bytes `a b` (Rank::MAX: not a token).
+    #[inline]
+    pub(crate) fn byte_pair(&self, a: u8, b: u8) -> Rank {
+        self.byte_pairs[(a as usize) << 8 | b as usize]
     }
 
     /// The rank of a byte string, if it is a (non-special) token.

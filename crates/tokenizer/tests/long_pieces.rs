@@ -7,6 +7,11 @@ use model_context_tokenizer::Tokenizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The benchmark's generator of mixed ordinary text.
+#[path = "../benches/long_pieces.rs"]
+#[allow(dead_code)]
+mod bench;
+
 fn reference(name: &str) -> &'static tiktoken_rs::CoreBPE {
     match name {
         "gpt2" | "r50k_base" => tiktoken_rs::r50k_base_singleton(),
@@ -89,5 +94,22 @@ fn quarter_megabyte_pieces_match_tiktoken_rs() {
                 &text[..12]
             );
         }
+    }
+}
+
+/// Ordinary text (short pieces, the scan and heap merges) against tiktoken-rs too.
+#[test]
+fn mixed_text_matches_tiktoken_rs() {
+    let text = bench::mixed(if cfg!(debug_assertions) {
+        1 << 16
+    } else {
+        1 << 20
+    });
+    for (name, _) in model_context_tokenizer::encoding::ENCODINGS {
+        let ours = Tokenizer::shared(name).unwrap().encode_single_thread(&text);
+        assert!(
+            ours.unwrap() == reference(name).encode_ordinary(&text),
+            "{name}"
+        );
     }
 }
