@@ -44,8 +44,12 @@
 //! steps of `a` and `b` only grow until one of those two spine merges comes up, `a`'s wins
 //! ties against the crossing pair and the crossing pair wins ties against `b`'s. The pairs
 //! `(x, y)` that stand together are found by undoing the spine merges from the top, the later
-//! one first (the higher rank; `b`'s on equal ranks): at most the two spines' depths of rank
-//! lookups, each of `x ++ y` as a slice of the piece itself.
+//! one first (the higher rank; `b`'s on equal ranks): at most the two spines' depths of
+//! lookups. A lookup need not ask whether `x ++ y` is any token: the first crossing step taken
+//! joins the whole of `x ++ y` by that string's own merge (the steps inside it until then are
+//! its own, as in (1)), so it makes a valid token whose last merge is `(x, y)`. A table of
+//! the valid tokens by their last merge answers it (two single bytes: the tokenizer's table
+//! of byte pairs), and when `a` is the longest valid token at its start, no `a ++ y` is one.
 //!
 //! For a pair involving a token that is not monotone (the vocabularies have few or none), the
 //! check runs the reference merge on `a ++ b`, which is the definition. The tests compare the
@@ -56,7 +60,8 @@
 //! Built once per tokenizer, when the first long piece appears (`Tokenizer::long_tables`):
 //! every token's last merge (from running the reference merge on its bytes, which also says
 //! whether it is valid), whether it is monotone, the longest valid token that is a proper
-//! prefix of it, and a byte trie of the valid tokens for the longest token at a position.
+//! prefix of it, the valid tokens by their last merge, and a byte trie of the valid tokens
+//! for the longest token at a position (with the node of every two-byte start).
 use crate::ranks::Rank;
 use crate::tokenizer::Tokenizer;
 use std::collections::VecDeque;
@@ -147,12 +152,72 @@ impl Trie {
     }
 }
 
+/// Every valid token of two bytes or more by its last merge: `(left, right)` to the token.
+/// Open addressing; a slot packs left, right and the token in 21 bits each (0: empty).
+struct Splits {
+    slots: Vec<u64>,
+    shift: u32,
+}
+
+impl Splits {
+    const BITS: u32 = 21;
+
+    fn build(info: &[Info]) -> Splits {
+        assert!(
+            info.len() < 1 << Self::BITS,
+            "too many ids for the split table"
+        );
+        let merged = info.iter().filter(|i| i.len > 1).count();
+        let capacity = (merged * 2).next_power_of_two().max(16);
+        let mut s = Splits {
+            slots: vec![0; capacity],
+            shift: 64 - capacity.trailing_zeros(),
+        };
+        for (id, i) in info.iter().enumerate().filter(|(_, i)| i.len > 1) {
+            let key = Self::key(i.left, i.right);
+            let mut k = s.index(key);
+            while s.slots[k] != 0 {
+                k = (k + 1) & (capacity - 1);
+            }
+            s.slots[k] = key << Self::BITS | id as u64;
+        }
+        s
+    }
+
+    #[inline(always)]
+    fn key(left: Rank, right: Rank) -> u64 {
+        (left as u64) << Self::BITS | right as u64
+    }
+
+    #[inline(always)]
+    fn index(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    /// The valid token whose last merge joins `left` and `right` (NONE: none).
+    #[inline]
+    fn get(&self, left: Rank, right: Rank) -> Rank {
+        let key = Self::key(left, right);
+        let mask = self.slots.len() - 1;
+        let mut k = self.index(key);
+        loop {
+            let s = self.slots[k];
+            if s == 0 {
+                return NONE;
+            }
+            if s >> Self::BITS == key {
+                return (s & ((1 << Self::BITS) - 1)) as Rank;
+            }
+            k = (k + 1) & mask;
+        }
+    }
+}
+
 /// The tables of the linear merge of one tokenizer.
 pub(crate) struct LongTables {
     info: Vec<Info>,
     trie: Trie,
-    /// The longest token, in bytes.
-    max_len: usize,
+    splits: Splits,
 }
 
 impl LongTables {
@@ -198,17 +263,13 @@ impl LongTables {
                     && info[i.right as usize].monotone);
             info[id as usize].monotone = monotone;
         }
-        let max_len = valid.iter().map(|(b, _)| b.len()).max().unwrap_or(1);
+        let splits = Splits::build(&info);
         valid.sort_unstable();
         let mut trie = build_trie(&valid, &mut info);
         trie.two = (0..1 << 16)
             .map(|k: usize| trie.child(1 + (k >> 8), k as u8).unwrap_or(0) as u32)
             .collect();
-        LongTables {
-            info,
-            trie,
-            max_len,
-        }
+        LongTables { info, trie, splits }
     }
 
     /// How many valid tokens are not monotone (their pairs are checked by the reference merge).
@@ -358,14 +419,16 @@ impl Tokenizer {
         let (mut y, mut iy, mut q) = (b, ib, Rank::MAX);
         loop {
             let (lx, ly) = (ix.len as usize, iy.len as usize);
-            // The rank of x ++ y; only valid tokens matter (the first crossing step always
-            // makes one), so none when x is a and a is the longest valid token at its start.
+            // The rank of x ++ y. Only a valid token whose last merge joins x and y matters:
+            // the first crossing step that fires makes one (the steps inside x ++ y up to it
+            // are that string's own merge), so there is none when x is a and a is the longest
+            // valid token at its start.
             let c = if lx + ly == 2 {
                 self.byte_pair(piece[m - 1], piece[m])
-            } else if lx + ly > t.max_len || (a_longest && p == Rank::MAX) {
+            } else if a_longest && p == Rank::MAX {
                 NONE
             } else {
-                self.rank(&piece[m - lx..m + ly]).unwrap_or(NONE)
+                t.splits.get(x, y)
             };
             if c < p && c <= q {
                 return false;
