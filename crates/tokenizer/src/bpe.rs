@@ -1,12 +1,16 @@
 //! Byte-pair merging of one piece: the adjacent pair whose concatenation has the lowest rank
 //! merges first, the leftmost on ties, until no pair is a token. Short pieces use a linear scan
-//! on the stack, long ones a heap, so one megabyte of one character stays O(n log n).
+//! on the stack, longer ones a heap (O(n log n)); pieces of at least `LINEAR_PIECE` bytes (one
+//! megabyte of one letter) go to the linear-time merge of `long`, which the heap merge checks
+//! in the tests.
 use crate::ranks::Rank;
 use crate::tokenizer::Tokenizer;
 use std::collections::BinaryHeap;
 
 /// Pieces at least this long merge with the heap.
 const LARGE_PIECE: usize = 128;
+/// Pieces at least this long merge in linear time (`long`).
+pub(crate) const LINEAR_PIECE: usize = 1024;
 
 impl Tokenizer {
     /// Byte-pair merges one piece, appending its tokens.
@@ -15,14 +19,27 @@ impl Tokenizer {
         if let Some(r) = self.rank(piece) {
             out.push(r);
         } else if piece.len() < LARGE_PIECE {
-            self.merge_small(piece, out);
+            self.merge_small(piece, 1, out);
+        } else if piece.len() < LINEAR_PIECE {
+            self.merge_large(piece, 1, out);
         } else {
-            self.merge_large(piece, out);
+            self.merge_linear(self.long_tables(), piece, out);
         }
     }
 
-    /// Linear-scan merging for short pieces (2 to LARGE_PIECE - 1 bytes), on the stack.
-    fn merge_small(&self, piece: &[u8], out: &mut Vec<Rank>) {
+    /// The reference merge: tiktoken's procedure step by step (scan or heap), appending the
+    /// parts left once no pair is a token or only `stop` parts remain.
+    pub(crate) fn merge_reference(&self, piece: &[u8], stop: usize, out: &mut Vec<Rank>) {
+        if piece.len() < LARGE_PIECE {
+            self.merge_small(piece, stop, out);
+        } else {
+            self.merge_large(piece, stop, out);
+        }
+    }
+
+    /// Linear-scan merging for short pieces (1 to LARGE_PIECE - 1 bytes), on the stack, until
+    /// no pair is a token or `stop` parts are left.
+    fn merge_small(&self, piece: &[u8], stop: usize, out: &mut Vec<Rank>) {
         let n = piece.len();
         // bounds[k] is where part k starts (bounds[parts] = n); pair[k] is the rank of part k
         // joined with part k + 1 (MAX: not a token).
@@ -31,12 +48,12 @@ impl Tokenizer {
         for (k, b) in bounds[..=n].iter_mut().enumerate() {
             *b = k as u8;
         }
-        for (k, p) in pair[..n - 1].iter_mut().enumerate() {
-            *p = self.rank(&piece[k..k + 2]).unwrap_or(Rank::MAX);
+        for (k, p) in pair[..n.saturating_sub(1)].iter_mut().enumerate() {
+            *p = self.byte_pair(piece[k], piece[k + 1]);
         }
         let mut parts = n;
         let at = |b: &[u8; LARGE_PIECE + 1], k: usize| b[k] as usize;
-        loop {
+        while parts > stop {
             let mut best = Rank::MAX;
             let mut k = 0;
             for (i, &r) in pair[..parts - 1].iter().enumerate() {
@@ -68,9 +85,11 @@ impl Tokenizer {
         }
     }
 
-    /// Heap-based merging for long pieces: O(n log n). Parts are named by their start byte.
-    fn merge_large(&self, piece: &[u8], out: &mut Vec<Rank>) {
+    /// Heap-based merging for long pieces: O(n log n), until no pair is a token or `stop` parts
+    /// are left. Parts are named by their start byte.
+    pub(crate) fn merge_large(&self, piece: &[u8], stop: usize, out: &mut Vec<Rank>) {
         let n = piece.len();
+        let mut parts = n;
         const NONE: usize = usize::MAX;
         // end[k]: end of the part starting at k; prev[k]: start of the part before it;
         // pair[k]: rank of part k joined with the next one (MAX: none, or k is merged away).
@@ -80,17 +99,22 @@ impl Tokenizer {
         let mut pair: Vec<Rank> = vec![Rank::MAX; n];
         let mut heap = BinaryHeap::with_capacity(n);
         for k in 0..n - 1 {
-            if let Some(r) = self.rank(&piece[k..k + 2]) {
+            let r = self.byte_pair(piece[k], piece[k + 1]);
+            if r != Rank::MAX {
                 pair[k] = r;
                 heap.push(std::cmp::Reverse((r, k)));
             }
         }
-        while let Some(std::cmp::Reverse((r, k))) = heap.pop() {
+        while parts > stop {
+            let Some(std::cmp::Reverse((r, k))) = heap.pop() else {
+                break;
+            };
             // A stale entry: the pair starting at k changed (a rank names its bytes, so an
             // entry whose rank is still pair[k] still describes the pair at k).
             if pair[k] != r {
                 continue;
             }
+            parts -= 1;
             let right = end[k];
             let right_end = end[right];
             end[k] = right_end;
@@ -144,8 +168,8 @@ mod tests {
         ] {
             let mut small = Vec::new();
             let mut large = Vec::new();
-            t.merge_small(piece.as_bytes(), &mut small);
-            t.merge_large(piece.as_bytes(), &mut large);
+            t.merge_small(piece.as_bytes(), 1, &mut small);
+            t.merge_large(piece.as_bytes(), 1, &mut large);
             assert_eq!(small, large, "{piece}");
             assert_eq!(t.decode(&small).unwrap(), piece.as_bytes());
         }

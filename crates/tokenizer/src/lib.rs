@@ -25,6 +25,7 @@
 mod bpe;
 pub mod encoding;
 pub mod error;
+mod long;
 pub mod parallel;
 pub mod pretokenize;
 mod ranks;

@@ -2,6 +2,7 @@
 //! calls over the pre-tokenizer (`pretokenize`) and the merge (`bpe`).
 use crate::encoding;
 use crate::error::{err, vec_with_capacity, Error, ErrorKind, Result};
+use crate::long::LongTables;
 use crate::parallel;
 use crate::pretokenize::{self, next_cl100k, next_o200k, next_r50k, Text};
 pub use crate::pretokenize::{Pattern, PATTERNS};
@@ -32,6 +33,11 @@ pub struct Tokenizer {
     /// `(text, id)` of every special token, sorted by text.
     specials: Vec<(String, Rank)>,
     endoftext: Rank,
+    /// The tables of the linear merge of long pieces, built when the first one appears.
+    long: OnceCell<LongTables>,
+    /// The rank of every two-byte string `(b0 << 8) | b1` (Rank::MAX: not a token): the
+    /// merges' first lookups, in 256 KiB rather than the large table.
+    byte_pairs: Vec<Rank>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -127,6 +133,13 @@ impl Tokenizer {
             return Err(internal(encoding_name, "a single byte is not a token"));
         }
         pretokenize::init();
+        let byte_pairs = (0..1usize << 16)
+            .map(|k| {
+                ranks
+                    .get(&bytes, &[(k >> 8) as u8, k as u8])
+                    .unwrap_or(Rank::MAX)
+            })
+            .collect();
         Ok(Tokenizer {
             name: encoding_name.to_string(),
             pattern,
@@ -136,6 +149,8 @@ impl Tokenizer {
             spans,
             specials,
             endoftext,
+            long: OnceCell::new(),
+            byte_pairs,
         })
     }
 
@@ -297,6 +312,23 @@ impl Tokenizer {
                 ),
             ),
         }
+    }
+
+    /// The bytes of an id that is a (non-special) token, for building the long-piece tables.
+    pub(crate) fn mergeable_bytes(&self, id: Rank) -> Option<&[u8]> {
+        let b = span_bytes(&self.bytes, *self.spans.get(id as usize)?)?;
+        (self.rank(b) == Some(id)).then_some(b)
+    }
+
+    /// The long-piece tables, built on first use (thread-safe; see `long`).
+    pub(crate) fn long_tables(&self) -> &LongTables {
+        self.long.get_or_init(|| LongTables::build(self))
+    }
+
+    /// The rank of the two bytes `a b` (Rank::MAX: not a token).
+    #[inline]
+    pub(crate) fn byte_pair(&self, a: u8, b: u8) -> Rank {
+        self.byte_pairs[(a as usize) << 8 | b as usize]
     }
 
     /// The rank of a byte string, if it is a (non-special) token.
