@@ -43,6 +43,17 @@ static inline void check(mc_status s, const char *what) {
     exit(1);
   }
 }
+/* Opens a checkpoint on the CPU and creates its model in the dtype named "f32" or "bf16". */
+static inline mc_context *open_model(const char *path, const char *dtype) {
+  mc_context *ctx = NULL;
+  check(mc_open(path, "cpu", &ctx), "mc_open");
+  mc_model_options mo;
+  check(mc_model_options_init(&mo, sizeof mo), "mc_model_options_init");
+  mo.dtype = strcmp(dtype, "bf16") == 0 ? MC_DTYPE_BFLOAT16 : MC_DTYPE_FLOAT32;
+  check(mc_create_model(ctx, &mo), "mc_create_model");
+  return ctx;
+}
+
 /* Seconds for one mc_forward of `r` (output freed). */
 static inline double forward_seconds(mc_context *ctx, const mc_forward_request *r) {
   mc_forward_output *out = NULL;

@@ -73,12 +73,7 @@ static double per_token_ms(mc_context *ctx, int position) {
 
 int main(int argc, char **argv) {
   if (argc < 3) return 2;
-  mc_context *ctx = NULL;
-  check(mc_open(argv[1], "cpu", &ctx), "mc_open");
-  mc_model_options mo;
-  check(mc_model_options_init(&mo, sizeof mo), "mc_model_options_init");
-  mo.dtype = strcmp(argv[2], "bf16") == 0 ? MC_DTYPE_BFLOAT16 : MC_DTYPE_FLOAT32;
-  check(mc_create_model(ctx, &mo), "mc_create_model");
+  mc_context *ctx = open_model(argv[1], argv[2]);
   generate(ctx, 1, 4); /* warm-up */
   printf("{\"impl\": \"c-api\", \"dtype\": \"%s\"", argv[2]);
   int batches[2] = {1, 8}, news[2] = {64, 256};

@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 import transformers
@@ -26,6 +25,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import ref_model  # noqa: E402
+
+sys.path.insert(0, os.path.join(REPO, "benches"))
+from perf_common import samples  # noqa: E402
 
 SHAPES = {"1x128": (1, 128), "8x128": (8, 128)}
 TOL = 1e-4
@@ -76,13 +78,7 @@ def create_model(root):
 
 def timed(fn, reps, warmup):
     """(median, min) wall time of fn over reps calls after warmup calls; min helps on busy hosts."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    times = samples(fn, reps, warmup)
     return statistics.median(times), min(times)
 
 

@@ -406,3 +406,62 @@ fn sampling_is_seeded_and_greedy_follows_the_logits() {
     assert!(prompt.len() + 40 > window + 1);
     assert_eq!(long.len(), window - prompt.len() + 1);
 }
+
+/// bfloat16 and float16 against float32 on every golden case (docs/performance.md quotes the
+/// printed table): the logits stay within a few percent of their own scale, and the top-1
+/// token agrees at nearly every real position.
+#[test]
+fn reduced_precision_logits_stay_close_to_float32() {
+    use model_context::model::ModelDType;
+    let (dir, manifest) = golden();
+    let mut positions = 0;
+    for dtype in [ModelDType::BFloat16, ModelDType::Float16] {
+        let (mut worst, mut agree, mut total) = (0f64, 0i64, 0i64);
+        for model in manifest["models"].as_array().unwrap() {
+            let root = dir.join(model["root"].as_str().unwrap());
+            let logits_in = |dtype| {
+                let ctx = open(&root);
+                let opts = ModelOptions {
+                    dtype,
+                    ..Default::default()
+                };
+                let m = ctx.get_or_create_model(Some(opts)).unwrap();
+                let cases = model["cases"].as_array().unwrap();
+                let run = |case: &Value| {
+                    let inp = common::case_input(case);
+                    let l = m.forward(&inp, &[]).unwrap().logits.unwrap().tensor;
+                    (inp, l.to_kind(tch::Kind::Float))
+                };
+                cases.iter().map(run).collect::<Vec<_>>()
+            };
+            let full = logits_in(ModelDType::Float32);
+            for ((inp, low), (_, f32)) in logits_in(dtype).iter().zip(&full) {
+                let keep = real_positions(inp, f32);
+                let scale = f32.abs().max().double_value(&[]);
+                worst = worst.max(max_diff(low, f32, keep.as_ref()) / scale);
+                let same = low.argmax(-1, false).eq_tensor(&f32.argmax(-1, false));
+                let real = match &keep {
+                    Some(k) => k.squeeze_dim(-1),
+                    None => same.ones_like(),
+                };
+                agree += same
+                    .logical_and(&real)
+                    .sum(tch::Kind::Int64)
+                    .int64_value(&[]);
+                total += real.sum(tch::Kind::Int64).int64_value(&[]);
+            }
+        }
+        let rate = agree as f64 / total as f64;
+        eprintln!(
+            "{dtype:?}: max |logit diff| / max |logit| {worst:.4}, top-1 agreement {agree}/{total} ({rate:.4})"
+        );
+        assert!(
+            worst < 0.05,
+            "{dtype:?}: logits differ by {worst} of their scale"
+        );
+        // Random models have near-tied logits, where any rounding may swap the top two.
+        assert!(rate > 0.9, "{dtype:?}: top-1 agrees at {rate}");
+        positions += total;
+    }
+    assert!(positions > 100, "only {positions} positions compared");
+}

@@ -12,7 +12,6 @@ use crate::schema::dims::broadcasts;
 use crate::schema::dims::Dimension;
 use crate::schema::layout::{self, Piece, Piece::*, PieceKey, PieceMap};
 use crate::tensor::OwnedTensor;
-use std::collections::HashSet;
 use tch::{Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
@@ -634,10 +633,13 @@ impl Model {
             .collect::<TchResult<Vec<_>>>()?;
         let bw = x.backward.as_ref();
         let mut hooks = Hooks {
-            wanted: wanted.iter().copied().collect(),
+            wanted: KeySet::new(wanted.iter().copied(), self.config.n_layers),
             edits: &edits,
             got: Vec::new(),
-            grad_at: bw.map_or_else(HashSet::new, |b| b.at.iter().copied().collect()),
+            grad_at: KeySet::new(
+                bw.iter().flat_map(|b| b.at.iter().copied()),
+                self.config.n_layers,
+            ),
             targets: Vec::new(),
             objective_at: bw.and_then(|b| match &b.objective {
                 Objective::Direction {
@@ -880,29 +882,29 @@ impl Model {
             hooks,
             (AttnLnScale, ResidPostAttnLn, l),
         )?;
+        let explicit = hooks.sees_pattern(l) || hooks.past.is_some();
+        // TDB scales q and k by d_head^-1/4 each; when neither is read or changed and the
+        // fused kernel runs, it applies d_head^-1/2 itself (two fewer passes over q and k).
+        let in_kernel = !explicit && !hooks.touches(AttnQ, l) && !hooks.touches(AttnK, l);
         let qk_scale = (dqk as f64).powf(-0.25);
         let proj = |(weight, bias): (Piece, Piece), d: i64| -> TchResult<Tensor> {
             h.f_linear(self.lp(layer, weight)?, Some(self.lp(layer, bias)?))?
                 .f_view([b, t, heads, d])
         };
-        let q = hooks.at(
-            AttnQ,
-            l,
-            proj((QWeight, QBias), dqk)?.f_mul_scalar(qk_scale)?,
-        )?;
-        let k = hooks.at(
-            AttnK,
-            l,
-            proj((KWeight, KBias), dqk)?.f_mul_scalar(qk_scale)?,
-        )?;
+        let scaled = |x: Tensor| match in_kernel {
+            true => Ok(x),
+            false => x.f_mul_scalar(qk_scale),
+        };
+        let q = hooks.at(AttnQ, l, scaled(proj((QWeight, QBias), dqk)?)?)?;
+        let k = hooks.at(AttnK, l, scaled(proj((KWeight, KBias), dqk)?)?)?;
         let v = hooks.at(AttnV, l, proj((VWeight, VBias), dv)?)?;
         let past = hooks.past.map(|p| (p, &p.layers[layer as usize]));
         if past.is_some() {
             hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
         }
-        let v_out = match hooks.sees_pattern(l) || past.is_some() {
+        let v_out = match explicit {
             true => explicit_attention(l, (&q, &k, &v), mask, past, hooks)?,
-            false => fused_attention(&q, &k, &v, mask)?,
+            false => fused_attention(&q, &k, &v, mask, qk_scale.powi(2 * in_kernel as i32))?,
         };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
         let delta_attn = v_out
@@ -942,17 +944,18 @@ impl Model {
         hooks: &mut Hooks,
         (scale_at, out_at, layer): (Activation, Activation, Option<i64>),
     ) -> TchResult<Tensor> {
+        if !hooks.touches(scale_at, layer) {
+            // Nothing reads or changes the scale: libtorch's fused kernel, the same formula,
+            // which computes in float32 for half-precision inputs and rounds once at the end.
+            let out = x.f_layer_norm([w.size()[0]], Some(w), Some(b), 1e-5, false)?;
+            return hooks.at(out_at, layer, out);
+        }
         let kind = x.kind();
         let xf = x.f_to_dtype(Kind::Float, false, false)?;
         let (wf, bf) = (
             w.f_to_dtype(Kind::Float, false, false)?,
             b.f_to_dtype(Kind::Float, false, false)?,
         );
-        if !hooks.touches(scale_at, layer) {
-            // Nothing reads or changes the scale: libtorch's fused kernel, the same formula.
-            let out = xf.f_layer_norm([w.size()[0]], Some(&wf), Some(&bf), 1e-5, false)?;
-            return hooks.at(out_at, layer, out.f_to_dtype(kind, false, false)?);
-        }
         let centered = xf.f_sub(&xf.f_mean_dim([-1i64].as_slice(), true, Kind::Float)?)?;
         let mut scale = centered
             .f_square()?
@@ -983,10 +986,16 @@ fn missing_layer(e: crate::error::Error, key: &str, config: &Config) -> crate::e
 /// Attention without its pattern: libtorch's fused kernel (no `[B, H, T, S]` tensor is
 /// materialised), for passes that neither capture, edit nor differentiate `attn.qk_*`; same
 /// result as `explicit_attention` within rounding. Returns `[B, T, H, d_head_v]`.
-fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> TchResult<Tensor> {
+fn fused_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> TchResult<Tensor> {
     let heads_first = |x: &Tensor| x.f_permute([0, 2, 1, 3]);
-    // q and k are already scaled (d_head^-1/4 each, as TDB does), hence scale 1. Without
-    // padding the mask is the causal one, which the kernel applies itself, faster.
+    // `scale`: what q.k still needs (1 when q and k arrive scaled). Without padding the mask
+    // is the causal one, which the kernel applies itself, faster.
     let causal_only = mask.size()[0] == 1;
     Tensor::f_scaled_dot_product_attention(
         &heads_first(q)?,
@@ -995,7 +1004,7 @@ fn fused_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> TchResu
         (!causal_only).then_some(mask),
         0.0,
         causal_only,
-        1.0,
+        scale,
         false,
     )?
     .f_permute([0, 2, 1, 3])
@@ -1098,14 +1107,51 @@ struct Resolved {
     log_prob: Option<(Vec<i64>, Vec<bool>)>,
 }
 
+/// A set of activation keys as a table over (location, layer), so the checks at every
+/// location of every layer cost an index, not a hash.
+struct KeySet {
+    /// Slot 0: the model-wide instance; slot `l + 1`: layer `l`.
+    slots: usize,
+    present: Vec<bool>,
+}
+
+impl KeySet {
+    fn new(keys: impl Iterator<Item = ActivationKey>, n_layers: i64) -> KeySet {
+        let slots = n_layers.max(0) as usize + 1;
+        let mut set = KeySet {
+            slots,
+            present: vec![false; Activation::ALL.len() * slots],
+        };
+        for key in keys {
+            if let Some(i) = set.index(key) {
+                set.present[i] = true;
+            }
+        }
+        set
+    }
+
+    fn index(&self, (act, layer): ActivationKey) -> Option<usize> {
+        let slot = match layer {
+            None => 0,
+            Some(l) if l >= 0 && (l as usize) + 1 < self.slots => l as usize + 1,
+            Some(_) => return None,
+        };
+        Some(act as usize * self.slots + slot)
+    }
+
+    fn contains(&self, key: &ActivationKey) -> bool {
+        self.index(*key).is_some_and(|i| self.present[i])
+    }
+}
+
 /// Where a forward pass meets its request: the edits at each location, then the capture of
 /// the (edited) value when it was asked for, and with a backward pass the gradient targets
 /// and the objective's activation.
 struct Hooks<'a> {
-    wanted: HashSet<ActivationKey>,
+    wanted: KeySet,
     edits: &'a [Edit],
     got: Vec<(ActivationKey, OwnedTensor)>,
-    grad_at: HashSet<ActivationKey>,
+    grad_at: KeySet,
     /// The tensor downstream sees at each gradient location; true when held `[B, H, T, S]`.
     targets: Vec<(ActivationKey, Tensor, bool)>,
     objective_at: Option<ActivationKey>,

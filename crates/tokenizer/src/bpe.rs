@@ -3,6 +3,7 @@
 //! on the stack, longer ones a heap (O(n log n)); pieces of at least `LINEAR_PIECE` bytes (one
 //! megabyte of one letter) go to the linear-time merge of `long`, which the heap merge checks
 //! in the tests.
+use crate::long::MergeSource;
 use crate::ranks::Rank;
 use crate::tokenizer::Tokenizer;
 use std::collections::BinaryHeap;
@@ -11,6 +12,24 @@ use std::collections::BinaryHeap;
 const LARGE_PIECE: usize = 128;
 /// Pieces at least this long merge in linear time (`long`).
 pub(crate) const LINEAR_PIECE: usize = 1024;
+
+impl MergeSource for Tokenizer {
+    fn n_vocab(&self) -> u32 {
+        Tokenizer::n_vocab(self)
+    }
+
+    fn mergeable_bytes(&self, id: Rank) -> Option<&[u8]> {
+        Tokenizer::mergeable_bytes(self, id)
+    }
+
+    fn merge_reference(&self, piece: &[u8], stop: usize, out: &mut Vec<Rank>) {
+        Tokenizer::merge_reference(self, piece, stop, out)
+    }
+
+    fn byte_pair(&self, a: u8, b: u8) -> Rank {
+        Tokenizer::byte_pair(self, a, b)
+    }
+}
 
 impl Tokenizer {
     /// Byte-pair merges one piece, appending its tokens.

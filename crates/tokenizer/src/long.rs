@@ -63,7 +63,6 @@
 //! prefix of it, the valid tokens by their last merge, and a byte trie of the valid tokens
 //! for the longest token at a position (with the node of every two-byte start).
 use crate::ranks::Rank;
-use crate::tokenizer::Tokenizer;
 use std::collections::VecDeque;
 
 const NONE: Rank = Rank::MAX;
@@ -221,7 +220,7 @@ pub(crate) struct LongTables {
 }
 
 impl LongTables {
-    pub(crate) fn build(t: &Tokenizer) -> LongTables {
+    pub(crate) fn build(t: &impl MergeSource) -> LongTables {
         let n = t.n_vocab() as usize;
         let mut info = vec![INVALID; n];
         let mut valid: Vec<(&[u8], Rank)> = Vec::new();
@@ -338,10 +337,20 @@ fn build_trie(valid: &[(&[u8], Rank)], info: &mut [Info]) -> Trie {
     trie
 }
 
-impl Tokenizer {
+/// What the linear merge needs from a tokenizer (implemented for `Tokenizer` in `bpe`), so
+/// that this module does not depend on the tokenizer that holds its tables.
+pub(crate) trait MergeSource {
+    fn n_vocab(&self) -> u32;
+    /// The bytes of an id that is a (non-special) token.
+    fn mergeable_bytes(&self, id: Rank) -> Option<&[u8]>;
+    /// The reference merge, stopping when `stop` parts are left.
+    fn merge_reference(&self, piece: &[u8], stop: usize, out: &mut Vec<Rank>);
+    /// The rank of a two-byte token (NONE: not a token).
+    fn byte_pair(&self, a: u8, b: u8) -> Rank;
+
     /// Merges a piece in linear time, appending its tokens (the result of the reference merge;
     /// see the module's explanation).
-    pub(crate) fn merge_linear(&self, t: &LongTables, piece: &[u8], out: &mut Vec<Rank>) {
+    fn merge_linear(&self, t: &LongTables, piece: &[u8], out: &mut Vec<Rank>) {
         let n = piece.len();
         let base = out.len();
         // Positions that cannot be a boundary of the result, found by backing up; and the
@@ -453,6 +462,7 @@ impl Tokenizer {
 mod tests {
     use super::*;
     use crate::encoding::ENCODINGS;
+    use crate::tokenizer::Tokenizer;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

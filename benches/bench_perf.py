@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The forward pass against this machine's matrix-multiply limit and against its peers, side by
+side in one run, same weights (the HF folder data/hf-gpt2-small-random, opened directly by the
+library), same thread count, float32 and bfloat16:
+
+  bound       libtorch matmuls of exactly the products the request performs (per layer: the q,
+              k and v projections, q.k^T and probs.v per head, the output projection, the two
+              MLP products; then the unembedding at every position or at the last one), on
+              random operands of the request's shapes, nothing else
+  C API       benches/bench_perf.c
+  HF          GPT2LMHeadModel, eager and sdpa attention (benches/bench_perf_hf.py)
+  llama.cpp   llama-cpp-python 0.3.36's llama.cpp on GGUFs of the same weights
+              (benches/bench_perf_llama.py; scripts/setup_llama.sh builds it, once)
+
+Rows: forward 1x128, 8x128 and 1x1024 tokens with logits at every position and at the last one
+(llama.cpp: prompt processing with that many outputs), and greedy generation of 128 tokens after
+a 32-token prompt. Reports medians in seconds, each forward as a fraction of its bound, and each
+peer's time over ours. Usage:
+
+  bench_perf.py [--reps 5] [--threads N] [--dtypes f32,bf16] [--no-llama]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benches"))
+from perf_common import ROWS, SHAPES, timed  # noqa: E402
+
+HF_DIR = os.path.join(REPO, "data", "hf-gpt2-small-random")
+def products(cfg, b, t, logits):
+    """(name, batch, m, k, n) of each matrix product of one forward pass, in order."""
+    d, heads, vocab = cfg["n_embd"], cfg["n_head"], cfg["vocab_size"]
+    ff = cfg.get("n_inner") or 4 * d
+    dh, rows = d // heads, b * t
+    layer = [("qkv", 1, rows, d, d)] * 3 + [
+        ("q.k", b * heads, t, dh, t), ("probs.v", b * heads, t, t, dh),
+        ("out", 1, rows, d, d), ("mlp_in", 1, rows, d, ff), ("mlp_out", 1, rows, ff, d)]
+    return layer * cfg["n_layer"] + [("unembed", 1, rows if logits == "all" else b, d, vocab)]
+
+
+def bound(cfg, b, t, logits, dtype, reps):
+    """Median seconds of the request's matrix products alone, on distinct random operands."""
+    import torch
+    kind = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    ops = [(torch.randn(bt, m, k, dtype=kind), torch.randn(bt, k, n, dtype=kind))
+           for _, bt, m, k, n in products(cfg, b, t, logits)]
+
+    def run():
+        for x, w in ops:
+            torch.bmm(x, w) if x.shape[0] > 1 else torch.mm(x[0], w[0])
+
+    return timed(run, reps)
+
+
+def logits_path(dtype):
+    return os.path.join(REPO, "target", f"bench-perf-logits-{dtype}.bin")
+
+
+def run_json(cmd, env=None):
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+
+
+def llama_setup():
+    """(venv python, unpacked sdist) of scripts/setup_llama.sh, and the GGUFs, made once."""
+    lines = subprocess.run([os.path.join(REPO, "scripts", "setup_llama.sh")], check=True,
+                           capture_output=True, text=True).stdout.split()
+    py, sdist = lines[-2], lines[-1]
+    out = os.path.join(REPO, "target", "bench-llama")
+    subprocess.run([sys.executable, os.path.join(REPO, "benches", "llama_gguf.py"), HF_DIR,
+                    os.path.join(sdist, "vendor", "llama.cpp"), out], check=True)
+    return py, out
+
+
+def report(results, bounds, threads):
+    peers = [k for k in ("hf-eager", "hf-sdpa", "llama.cpp") if k in results]
+    print(f"{'row':<14} {'bound s':>8} {'ours s':>8} {'of bound':>8} " + " ".join(f"{p + ' s':>12} {'x':>6}" for p in peers))
+    for row in ROWS:
+        ours = results["c-api"][row]
+        b = bounds.get(row)
+        cells = [f"{row:<14}", f"{b:>8.4f}" if b else f"{'':>8}", f"{ours:>8.4f}",
+                 f"{b / ours:>8.2f}" if b else f"{'':>8}"]
+        for p in peers:
+            cells += [f"{results[p][row]:>12.4f}", f"{results[p][row] / ours:>5.2f}x"]
+        print(" ".join(cells))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtypes", default="f32,bf16")
+    ap.add_argument("--no-llama", action="store_true")
+    args = ap.parse_args()
+    import torch
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with open(os.path.join(HF_DIR, "config.json")) as f:
+        cfg = json.load(f)
+    for stale in map(logits_path, ("f32", "bf16")):
+        if os.path.exists(stale):
+            os.remove(stale)
+    exe = os.path.join(REPO, "target", "bench_perf")
+    import bench_forward
+    bench_forward.build(exe, "bench_perf.c")
+    llama = None if args.no_llama else llama_setup()
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    everything = {"threads": threads, "torch": torch.__version__, "reps": args.reps}
+    for dtype in args.dtypes.split(","):
+        # The float32 pass's logits: what llama.cpp's and ours in bfloat16 are checked against.
+        logits_file = logits_path("f32")
+        results = {"c-api": run_json([exe, HF_DIR, dtype, str(args.reps), logits_path(dtype)], env)}
+        for attn in ("eager", "sdpa"):
+            results[f"hf-{attn}"] = run_json([sys.executable, os.path.join(REPO, "benches", "bench_perf_hf.py"),
+                                              HF_DIR, attn, dtype, str(threads), str(args.reps)], env)
+        if llama:
+            py, folder = llama
+            results["llama.cpp"] = run_json([py, os.path.join(REPO, "benches", "bench_perf_llama.py"),
+                                             os.path.join(folder, f"model-{dtype}.gguf"), dtype, str(threads),
+                                             str(args.reps)] + [logits_file] * os.path.exists(logits_file), env)
+        bounds = {f"{b}x{t}_{lc}": bound(cfg, b, t, lc, dtype, args.reps) for b, t in SHAPES for lc in ("all", "last")}
+        print(f"\n{dtype}: {threads} threads each, torch {torch.__version__}, medians of {args.reps}")
+        if "llama.cpp" in results:
+            r = results["llama.cpp"]
+            print(f"llama.cpp {dtype} logits vs the C API's float32 (1x128): max |diff| {r['check_max_abs_diff']:.2e} "
+                  f"(logits up to {r['check_logit_scale']:.1f}), top-1 agreement {r['check_top1_agree']:.3f}")
+        if dtype != "f32" and os.path.exists(logits_file):
+            import numpy as np
+            ours, full = (np.fromfile(logits_path(d), dtype=np.float32).reshape(128, -1) for d in (dtype, "f32"))
+            results["c-api"]["check_vs_f32"] = {
+                "max_abs_diff": float(np.abs(ours - full).max()), "logit_scale": float(np.abs(full).max()),
+                "top1_agree": float((ours.argmax(-1) == full.argmax(-1)).mean())}
+            print(f"C API {dtype} logits vs its float32 (1x128): max |diff| "
+                  f"{results['c-api']['check_vs_f32']['max_abs_diff']:.2e}, top-1 agreement "
+                  f"{results['c-api']['check_vs_f32']['top1_agree']:.3f}")
+        report(results, bounds, threads)
+        everything[dtype] = {"results": results, "bounds": bounds}
+    with open(os.path.join(REPO, "target", "bench-perf.json"), "w") as f:
+        json.dump(everything, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
