@@ -6,7 +6,8 @@ library), same thread count, float32 and bfloat16:
   bound       libtorch matmuls of exactly the products the request performs (per layer: the q,
               k and v projections, q.k^T and probs.v per head, the output projection, the two
               MLP products; then the unembedding at every position or at the last one), on
-              random operands of the request's shapes, nothing else
+              random operands of the request's shapes and layouts (weights [out, in] as the
+              model holds them), nothing else
   C API       benches/bench_perf.c
   HF          GPT2LMHeadModel, eager and sdpa attention (benches/bench_perf_hf.py)
   llama.cpp   llama-cpp-python 0.3.36's llama.cpp on GGUFs of the same weights
@@ -42,15 +43,27 @@ def products(cfg, b, t, logits):
 
 
 def bound(cfg, b, t, logits, dtype, reps):
-    """Median seconds of the request's matrix products alone, on distinct random operands."""
+    """Median seconds of the request's matrix products alone, on distinct random operands laid
+    out as the model holds them: weights `[n, k]` (`x @ w^T`, as `linear` takes them), keys
+    `[t, d_head]` per head (`q @ k^T`), values `[t, d_head]` (`probs @ v`)."""
     import torch
     kind = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    ops = [(torch.randn(bt, m, k, dtype=kind), torch.randn(bt, k, n, dtype=kind))
-           for _, bt, m, k, n in products(cfg, b, t, logits)]
+    ops = []
+    for name, bt, m, k, n in products(cfg, b, t, logits):
+        x = torch.randn(bt, m, k, dtype=kind)
+        if name == "q.k":
+            kt = torch.randn(bt, n, k, dtype=kind).transpose(1, 2)
+            ops.append(lambda x=x, kt=kt: torch.bmm(x, kt))
+        elif name == "probs.v":
+            v = torch.randn(bt, k, n, dtype=kind)
+            ops.append(lambda x=x, v=v: torch.bmm(x, v))
+        else:
+            w = torch.randn(n, k, dtype=kind)
+            ops.append(lambda x=x[0], w=w: torch.nn.functional.linear(x, w))
 
     def run():
-        for x, w in ops:
-            torch.bmm(x, w) if x.shape[0] > 1 else torch.mm(x[0], w[0])
+        for op in ops:
+            op()
 
     return timed(run, reps)
 

@@ -752,9 +752,12 @@ impl Model {
             }
             _ => None,
         };
-        let mask = match hooks.past {
-            None => self.attention_mask(t, pad.as_ref())?,
-            Some(p) => self.mask_after(p, t)?,
+        let mask = Mask {
+            allowed: match hooks.past {
+                None => self.attention_mask(t, pad.as_ref())?,
+                Some(p) => self.mask_after(p, t)?,
+            },
+            causal_only: pad.is_none() && hooks.past.is_none(),
         };
         let (mut h, first) = match (&x.start, x.start_key()) {
             (Some(s), Some((act, layer))) => {
@@ -869,7 +872,7 @@ impl Model {
             .f_le_tensor(&limit)
     }
 
-    fn block(&self, layer: i64, x: Tensor, mask: &Tensor, hooks: &mut Hooks) -> TchResult<Tensor> {
+    fn block(&self, layer: i64, x: Tensor, mask: &Mask, hooks: &mut Hooks) -> TchResult<Tensor> {
         use Activation::*;
         let c = &self.config;
         let (b, t) = (x.size()[0], x.size()[1]);
@@ -882,10 +885,11 @@ impl Model {
             hooks,
             (AttnLnScale, ResidPostAttnLn, l),
         )?;
-        let explicit = hooks.sees_pattern(l) || hooks.past.is_some();
+        // Keys are cached scaled, and the explicit path sees scaled q and k.
+        let keep_scaled = hooks.sees_pattern(l) || hooks.past.is_some();
         // TDB scales q and k by d_head^-1/4 each; when neither is read or changed and the
         // fused kernel runs, it applies d_head^-1/2 itself (two fewer passes over q and k).
-        let in_kernel = !explicit && !hooks.touches(AttnQ, l) && !hooks.touches(AttnK, l);
+        let in_kernel = !keep_scaled && !hooks.touches(AttnQ, l) && !hooks.touches(AttnK, l);
         let qk_scale = (dqk as f64).powf(-0.25);
         let proj = |(weight, bias): (Piece, Piece), d: i64| -> TchResult<Tensor> {
             h.f_linear(self.lp(layer, weight)?, Some(self.lp(layer, bias)?))?
@@ -902,9 +906,12 @@ impl Model {
         if past.is_some() {
             hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
         }
-        let v_out = match explicit {
-            true => explicit_attention(l, (&q, &k, &v), mask, past, hooks)?,
-            false => fused_attention(&q, &k, &v, mask, qk_scale.powi(2 * in_kernel as i32))?,
+        let v_out = match (hooks.sees_pattern(l), past) {
+            (true, _) => explicit_attention(l, (&q, &k, &v), &mask.allowed, past, hooks)?,
+            (false, Some((p, rows))) => fused_after(rows, (&q, &k, &v), mask, p.attended(t))?,
+            (false, None) => {
+                fused_attention((&q, &k, &v), mask, qk_scale.powi(2 * in_kernel as i32))?
+            }
         };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
         let delta_attn = v_out
@@ -983,35 +990,64 @@ fn missing_layer(e: crate::error::Error, key: &str, config: &Config) -> crate::e
     }
 }
 
+/// The attention mask of a pass: allowed (query, key) pairs `[B or 1, 1, T, S]`, and whether
+/// they are exactly the causal ones (no padding, no past), which the fused kernel applies
+/// itself, faster.
+struct Mask {
+    allowed: Tensor,
+    causal_only: bool,
+}
+
 /// Attention without its pattern: libtorch's fused kernel (no `[B, H, T, S]` tensor is
 /// materialised), for passes that neither capture, edit nor differentiate `attn.qk_*`; same
-/// result as `explicit_attention` within rounding. Returns `[B, T, H, d_head_v]`.
+/// result as `explicit_attention` within rounding. `q` is `[B, T, H, d]`, `k` and `v`
+/// `[B, S, H, d]`; `scale` is what q.k still needs (1 when q and k arrive scaled). Returns
+/// `[B, T, H, d_head_v]`.
 fn fused_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: &Tensor,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    mask: &Mask,
     scale: f64,
 ) -> TchResult<Tensor> {
     let heads_first = |x: &Tensor| x.f_permute([0, 2, 1, 3]);
-    // `scale`: what q.k still needs (1 when q and k arrive scaled). Without padding the mask
-    // is the causal one, which the kernel applies itself, faster.
-    let causal_only = mask.size()[0] == 1;
     Tensor::f_scaled_dot_product_attention(
         &heads_first(q)?,
         &heads_first(k)?,
         &heads_first(v)?,
-        (!causal_only).then_some(mask),
+        (!mask.causal_only).then_some(&mask.allowed),
         0.0,
-        causal_only,
+        mask.causal_only,
         scale,
         false,
     )?
     .f_permute([0, 2, 1, 3])
 }
 
+/// `fused_attention` after a past: each row's cached keys and values, then its new ones,
+/// zero-padded to `s` positions (the mask hides the padding). `rows` holds each row's cached
+/// `(keys, values)` `[P, H, d]`; q and k arrive scaled.
+fn fused_after(
+    rows: &[(Tensor, Tensor)],
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    mask: &Mask,
+    s: i64,
+) -> TchResult<Tensor> {
+    let joined = |cached: &Tensor, new: Tensor| -> TchResult<Tensor> {
+        let both = Tensor::f_cat(&[cached, &new], 0)?;
+        let room = s - both.size()[0];
+        both.f_constant_pad_nd([0, 0, 0, 0, 0, room].as_slice())
+    };
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len());
+    for (b, (kp, vp)) in rows.iter().enumerate() {
+        keys.push(joined(kp, k.f_get(b as i64)?)?);
+        values.push(joined(vp, v.f_get(b as i64)?)?);
+    }
+    let kv = (&Tensor::f_stack(&keys, 0)?, &Tensor::f_stack(&values, 0)?);
+    fused_attention((q, kv.0, kv.1), mask, 1.0)
+}
+
 /// Attention through its pattern `[B, H, T, S]`, for requests that capture, edit or
-/// differentiate `attn.qk_*` and for passes after a past; returns `[B, T, H, d_head_v]`.
+/// differentiate `attn.qk_*` (with or without a past); returns `[B, T, H, d_head_v]`.
 fn explicit_attention(
     l: Option<i64>,
     (q, k, v): (&Tensor, &Tensor, &Tensor),
