@@ -87,7 +87,7 @@ def llama_setup():
     return py, out
 
 
-def report(results, bounds, threads):
+def report(results, bounds):
     peers = [k for k in ("hf-eager", "hf-sdpa", "llama.cpp") if k in results]
     print(f"{'row':<14} {'bound s':>8} {'ours s':>8} {'of bound':>8} " + " ".join(f"{p + ' s':>12} {'x':>6}" for p in peers))
     for row in ROWS:
@@ -148,7 +148,7 @@ def main():
             print(f"C API {dtype} logits vs its float32 (1x128): max |diff| "
                   f"{results['c-api']['check_vs_f32']['max_abs_diff']:.2e}, top-1 agreement "
                   f"{results['c-api']['check_vs_f32']['top1_agree']:.3f}")
-        report(results, bounds, threads)
+        report(results, bounds)
         everything[dtype] = {"results": results, "bounds": bounds}
     with open(os.path.join(REPO, "target", "bench-perf.json"), "w") as f:
         json.dump(everything, f, indent=1)

@@ -9,7 +9,6 @@ Prints one JSON object of medians in seconds.
 
   bench_perf_llama.py MODEL.gguf f32|bf16 THREADS REPS [C_API_LOGITS_FILE]
 """
-import ctypes
 import json
 import os
 import sys

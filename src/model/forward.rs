@@ -910,7 +910,8 @@ impl Model {
             (true, _) => explicit_attention(l, (&q, &k, &v), &mask.allowed, past, hooks)?,
             (false, Some((p, rows))) => fused_after(rows, (&q, &k, &v), mask, p.attended(t))?,
             (false, None) => {
-                fused_attention((&q, &k, &v), mask, qk_scale.powi(2 * in_kernel as i32))?
+                let rest = if in_kernel { qk_scale * qk_scale } else { 1.0 };
+                fused_attention((&q, &k, &v), mask, rest)?
             }
         };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
