@@ -152,92 +152,72 @@ impl DecodeState {
                     .collect()
             }),
         };
-        let past = self.past(rows)?;
-        let (out, new_kv) = self.model.forward_after(&input, wanted, x, &past)?;
-        for (r, a) in rows.iter().enumerate() {
-            self.store(a.seq, &new_kv, r as i64, a.tokens.len() as i64)?;
+        for a in rows {
+            self.reserve(a.seq, a.tokens.len() as i64)?;
+        }
+        let past = self.past(rows);
+        let out = self.model.forward_after(&input, wanted, x, &past)?;
+        for a in rows {
+            if let Some(q) = self.seqs[a.seq].as_mut() {
+                q.len += a.tokens.len() as i64;
+            }
         }
         Ok(out)
     }
 
-    /// The cached keys and values of each row's sequence (views, no copy).
-    fn past(&self, rows: &[Append]) -> Result<Past> {
-        let n_layers = self.model.config().n_layers as usize;
-        let mut past = Past {
-            lengths: Vec::with_capacity(rows.len()),
-            layers: (0..n_layers)
-                .map(|_| Vec::with_capacity(rows.len()))
+    /// Each row's buffers, its cached length and its new count: the pass writes the new keys
+    /// and values into the buffers in place (shallow handles, no copy).
+    fn past(&self, rows: &[Append]) -> Past {
+        let seqs = rows.iter().flat_map(|a| self.seqs[a.seq].as_ref());
+        Past {
+            lengths: seqs.clone().map(|q| q.len).collect(),
+            new: rows.iter().map(|a| a.tokens.len() as i64).collect(),
+            layers: (0..self.model.config().n_layers as usize)
+                .map(|l| {
+                    seqs.clone()
+                        .map(|q| (q.layers[l].0.shallow_clone(), q.layers[l].1.shallow_clone()))
+                        .collect()
+                })
                 .collect(),
-        };
-        let (heads, dqk, dv) = {
-            let c = self.model.config();
-            (c.n_heads, c.d_head_qk(), c.d_head_v())
-        };
+        }
+    }
+
+    /// Makes room for `n` more tokens in a sequence (creating it when empty), growing its
+    /// buffers by doubling, capped at the window, and keeping what they hold. The length is
+    /// not changed: a failed pass leaves the sequence as it was.
+    fn reserve(&mut self, seq: usize, n: i64) -> Result<()> {
+        let have = self.len(seq)?;
+        let need = have + n;
+        if self.seqs[seq].as_ref().is_some_and(|q| q.capacity >= need) {
+            return Ok(());
+        }
+        let capacity = ((need.max(16) as u64).next_power_of_two() as i64)
+            .min(self.model.config().ctx_window)
+            .max(need);
+        let c = self.model.config();
+        let (heads, dqk, dv) = (c.n_heads, c.d_head_qk(), c.d_head_v());
         let dev = (
             self.model.options().dtype.kind(),
             self.model.device().to_tch(),
         );
-        for a in rows {
-            match &self.seqs[a.seq] {
-                Some(q) => {
-                    past.lengths.push(q.len);
-                    for (l, (k, v)) in q.layers.iter().enumerate() {
-                        past.layers[l].push((k.f_narrow(0, 0, q.len)?, v.f_narrow(0, 0, q.len)?));
-                    }
-                }
-                None => {
-                    past.lengths.push(0);
-                    for layer in past.layers.iter_mut() {
-                        let k = Tensor::f_zeros([0, heads, dqk], dev)?;
-                        layer.push((k, Tensor::f_zeros([0, heads, dv], dev)?));
-                    }
-                }
+        let old = self.seqs[seq].as_ref();
+        let mut layers = Vec::with_capacity(c.n_layers as usize);
+        for l in 0..c.n_layers as usize {
+            let k = Tensor::f_empty([capacity, heads, dqk], dev)?;
+            let v = Tensor::f_empty([capacity, heads, dv], dev)?;
+            if let Some(q) = old.as_ref().filter(|_| have > 0) {
+                k.f_narrow(0, 0, have)?
+                    .f_copy_(&q.layers[l].0.f_narrow(0, 0, have)?)?;
+                v.f_narrow(0, 0, have)?
+                    .f_copy_(&q.layers[l].1.f_narrow(0, 0, have)?)?;
             }
+            layers.push((k, v));
         }
-        Ok(past)
-    }
-
-    /// Writes row `r`'s first `n` new keys and values after its sequence's cached ones,
-    /// growing the cache (doubling, capped at the window) when full.
-    fn store(&mut self, seq: usize, new_kv: &[(Tensor, Tensor)], r: i64, n: i64) -> Result<()> {
-        let window = self.model.config().ctx_window;
-        let have = self.len(seq)?;
-        let need = have + n;
-        let slot = &mut self.seqs[seq];
-        let grow = slot.as_ref().is_none_or(|q| q.capacity < need);
-        if grow {
-            let capacity = ((need.max(16) as u64).next_power_of_two() as i64)
-                .min(window)
-                .max(need);
-            let mut layers = Vec::with_capacity(new_kv.len());
-            for (l, (k, v)) in new_kv.iter().enumerate() {
-                let (ks, vs) = (k.size(), v.size());
-                let nk = Tensor::f_zeros([capacity, ks[2], ks[3]], (k.kind(), k.device()))?;
-                let nv = Tensor::f_zeros([capacity, vs[2], vs[3]], (v.kind(), v.device()))?;
-                if let Some(q) = slot.as_ref() {
-                    nk.f_narrow(0, 0, have)?
-                        .f_copy_(&q.layers[l].0.f_narrow(0, 0, have)?)?;
-                    nv.f_narrow(0, 0, have)?
-                        .f_copy_(&q.layers[l].1.f_narrow(0, 0, have)?)?;
-                }
-                layers.push((nk, nv));
-            }
-            *slot = Some(Sequence {
-                len: have,
-                capacity,
-                layers,
-            });
-        }
-        let q = slot
-            .as_mut()
-            .ok_or_else(|| err(ErrorKind::Internal, "no sequence"))?;
-        for ((k, v), (nk, nv)) in q.layers.iter().zip(new_kv) {
-            k.f_narrow(0, have, n)?
-                .f_copy_(&nk.f_get(r)?.f_narrow(0, 0, n)?)?;
-            v.f_narrow(0, have, n)?
-                .f_copy_(&nv.f_get(r)?.f_narrow(0, 0, n)?)?;
-        }
-        q.len = need;
+        self.seqs[seq] = Some(Sequence {
+            len: have,
+            capacity,
+            layers,
+        });
         Ok(())
     }
 

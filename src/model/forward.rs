@@ -77,11 +77,17 @@ pub struct Start {
 }
 
 /// Keys and values of earlier positions, per row, for incremental decoding (`crate::model::decode`):
-/// the new tokens are positions `lengths[row]..` of their rows.
+/// the new tokens are positions `lengths[row]..` of their rows. The pass writes each row's new
+/// keys and values into its buffers in place, after the cached ones, and attends over them
+/// there, so a step never copies the cache.
 #[derive(Debug, Default)]
 pub struct Past {
+    /// Cached positions per row.
     pub lengths: Vec<i64>,
-    /// Per layer, per row: keys `[P_row, heads, d_head_qk]` and values `[P_row, heads, d_head_v]`.
+    /// New (non-padding) tokens per row, at most the pass's `seq_len`.
+    pub new: Vec<i64>,
+    /// Per layer, per row: key buffer `[capacity, heads, d_head_qk]` and value buffer
+    /// `[capacity, heads, d_head_v]`, `capacity >= lengths[row] + new[row]`.
     pub layers: Vec<Vec<(Tensor, Tensor)>>,
 }
 
@@ -89,6 +95,33 @@ impl Past {
     /// Keys per row (cached and new) a pass over `t` new positions attends to, padded.
     pub fn attended(&self, t: i64) -> i64 {
         self.lengths.iter().copied().max().unwrap_or(0) + t
+    }
+
+    /// Each row's cached keys and values at a layer (views of the buffers' filled part).
+    fn cached(&self, layer: i64) -> TchResult<Vec<(Tensor, Tensor)>> {
+        self.rows(layer, |_| 0)
+    }
+
+    /// Views of each row's buffers over its cached positions plus `extra(row)` more.
+    fn rows(&self, layer: i64, extra: impl Fn(usize) -> i64) -> TchResult<Vec<(Tensor, Tensor)>> {
+        let at = |r: usize, t: &Tensor| t.f_narrow(0, 0, self.lengths[r] + extra(r));
+        self.layers[layer as usize]
+            .iter()
+            .enumerate()
+            .map(|(r, (k, v))| Ok((at(r, k)?, at(r, v)?)))
+            .collect()
+    }
+
+    /// Writes the new positions' keys and values `[B, T, H, d]` of a layer after each row's
+    /// cached ones (padding positions are not written).
+    fn write(&self, layer: i64, k: &Tensor, v: &Tensor) -> TchResult<()> {
+        for (r, (kb, vb)) in self.layers[layer as usize].iter().enumerate() {
+            let (at, n) = (self.lengths[r], self.new[r]);
+            let row = |t: &Tensor| t.f_get(r as i64)?.f_narrow(0, 0, n);
+            kb.f_narrow(0, at, n)?.f_copy_(&row(k)?)?;
+            vb.f_narrow(0, at, n)?.f_copy_(&row(v)?)?;
+        }
+        Ok(())
     }
 }
 
@@ -317,10 +350,23 @@ impl Model {
                     format!("a decoding state does not take {what}"),
                 ));
             }
-            if p.lengths.len() as i64 != input.batch {
+            let fits = |(r, (k, v)): (usize, &(Tensor, Tensor))| {
+                let need = p.lengths[r] + p.new[r];
+                p.new[r] <= input.seq_len && k.size()[0] >= need && v.size()[0] >= need
+            };
+            let rows_fit = p.layers.len() as i64 == self.config.n_layers
+                && p.layers.iter().all(|rows| {
+                    rows.len() as i64 == input.batch && rows.iter().enumerate().all(fits)
+                });
+            let counts = [p.lengths.len(), p.new.len()];
+            if counts.iter().any(|&n| n as i64 != input.batch) || !rows_fit {
                 return Err(err(
                     ErrorKind::Internal,
-                    format!("{} past lengths for {} rows", p.lengths.len(), input.batch),
+                    format!(
+                        "a past of {counts:?} rows (lengths, new) with buffers too small or \
+                         miscounted for {} rows",
+                        input.batch
+                    ),
                 ));
             }
         }
@@ -603,18 +649,18 @@ impl Model {
         wanted: &[ActivationKey],
         x: &Experiment,
     ) -> Result<ForwardOutput> {
-        Ok(self.forward_inner(input, wanted, x, None)?.0)
+        self.forward_inner(input, wanted, x, None)
     }
 
-    /// A pass over new positions after `past`: the output, and each layer's keys and values
-    /// of the new positions `[batch, T, heads, d_head]` (what a cache appends).
+    /// A pass over new positions after `past`, which also receives the new positions' keys
+    /// and values (written into its buffers after the cached ones).
     pub fn forward_after(
         &self,
         input: &ForwardInput,
         wanted: &[ActivationKey],
         x: &Experiment,
         past: &Past,
-    ) -> Result<(ForwardOutput, Vec<(Tensor, Tensor)>)> {
+    ) -> Result<ForwardOutput> {
         self.forward_inner(input, wanted, x, Some(past))
     }
 
@@ -624,7 +670,7 @@ impl Model {
         wanted: &[ActivationKey],
         x: &Experiment,
         past: Option<&Past>,
-    ) -> Result<(ForwardOutput, Vec<(Tensor, Tensor)>)> {
+    ) -> Result<ForwardOutput> {
         self.check_with_past(input, wanted, x, past)?;
         let edits = x
             .edits
@@ -649,7 +695,6 @@ impl Model {
             }),
             objective_act: None,
             past,
-            new_kv: Vec::new(),
         };
         let owned = |t: Tensor| TchResult::Ok(OwnedTensor::owned(t.f_detach()?, false));
         let (logits, objective, grads) = match bw {
@@ -674,7 +719,7 @@ impl Model {
             objective,
             grads,
         };
-        Ok((out, hooks.new_kv))
+        Ok(out)
     }
 
     /// Each row's objective `[batch]` in float32, still attached to the autograd graph.
@@ -860,16 +905,7 @@ impl Model {
     /// sees keys `0 ..= lengths[r] + j` (its cached history, then the new keys up to itself).
     /// Padding queries see real keys; their outputs are never cached.
     fn mask_after(&self, past: &Past, t: i64) -> TchResult<Tensor> {
-        let dev = self.device.to_tch();
-        let b = past.lengths.len() as i64;
-        let s = past.attended(t);
-        let limit = Tensor::f_from_slice(&past.lengths)?
-            .f_to(dev)?
-            .f_view([b, 1, 1, 1])?
-            .f_add(&Tensor::f_arange(t, (Kind::Int64, dev))?.f_view([1, 1, t, 1])?)?;
-        Tensor::f_arange(s, (Kind::Int64, dev))?
-            .f_view([1, 1, 1, s])?
-            .f_le_tensor(&limit)
+        allowed_after(&past.lengths, t, past.attended(t), self.device.to_tch())
     }
 
     fn block(&self, layer: i64, x: Tensor, mask: &Mask, hooks: &mut Hooks) -> TchResult<Tensor> {
@@ -902,13 +938,18 @@ impl Model {
         let q = hooks.at(AttnQ, l, scaled(proj((QWeight, QBias), dqk)?)?)?;
         let k = hooks.at(AttnK, l, scaled(proj((KWeight, KBias), dqk)?)?)?;
         let v = hooks.at(AttnV, l, proj((VWeight, VBias), dv)?)?;
-        let past = hooks.past.map(|p| (p, &p.layers[layer as usize]));
-        if past.is_some() {
-            hooks.new_kv.push((k.shallow_clone(), v.shallow_clone()));
+        if let Some(p) = hooks.past {
+            p.write(layer, &k, &v)?;
         }
-        let v_out = match (hooks.sees_pattern(l), past) {
-            (true, _) => explicit_attention(l, (&q, &k, &v), &mask.allowed, past, hooks)?,
-            (false, Some((p, rows))) => fused_after(rows, (&q, &k, &v), mask, p.attended(t))?,
+        let v_out = match (hooks.sees_pattern(l), hooks.past) {
+            (true, past) => {
+                let cached = past
+                    .map(|p| p.cached(layer).map(|rows| (p, rows)))
+                    .transpose()?;
+                let past = cached.as_ref().map(|(p, rows)| (*p, rows.as_slice()));
+                explicit_attention(l, (&q, &k, &v), &mask.allowed, past, hooks)?
+            }
+            (false, Some(p)) => fused_after(p, layer, &q)?,
             (false, None) => {
                 let rest = if in_kernel { qk_scale * qk_scale } else { 1.0 };
                 fused_attention((&q, &k, &v), mask, rest)?
@@ -1023,28 +1064,49 @@ fn fused_attention(
     .f_permute([0, 2, 1, 3])
 }
 
-/// `fused_attention` after a past: each row's cached keys and values, then its new ones,
-/// zero-padded to `s` positions (the mask hides the padding). `rows` holds each row's cached
-/// `(keys, values)` `[P, H, d]`; q and k arrive scaled.
-fn fused_after(
-    rows: &[(Tensor, Tensor)],
-    (q, k, v): (&Tensor, &Tensor, &Tensor),
-    mask: &Mask,
-    s: i64,
-) -> TchResult<Tensor> {
-    let joined = |cached: &Tensor, new: Tensor| -> TchResult<Tensor> {
-        let both = Tensor::f_cat(&[cached, &new], 0)?;
-        let room = s - both.size()[0];
-        both.f_constant_pad_nd([0, 0, 0, 0, 0, room].as_slice())
-    };
-    let mut keys = Vec::with_capacity(rows.len());
-    let mut values = Vec::with_capacity(rows.len());
-    for (b, (kp, vp)) in rows.iter().enumerate() {
-        keys.push(joined(kp, k.f_get(b as i64)?)?);
-        values.push(joined(vp, v.f_get(b as i64)?)?);
-    }
-    let kv = (&Tensor::f_stack(&keys, 0)?, &Tensor::f_stack(&values, 0)?);
-    fused_attention((q, kv.0, kv.1), mask, 1.0)
+/// `fused_attention` after a past, row by row over each row's buffers in place (its cached
+/// keys and values, then the new ones the pass has just written): nothing is copied, so a
+/// step's cost does not grow with a join. `q` `[B, T, H, d]` arrives scaled, as the cache is.
+fn fused_after(past: &Past, layer: i64, q: &Tensor) -> TchResult<Tensor> {
+    let t = q.size()[1];
+    let rows = past.rows(layer, |r| past.new[r])?;
+    let per_row = rows
+        .iter()
+        .enumerate()
+        .map(|(r, (k, v))| {
+            let s = k.size()[0];
+            // New query j sees keys 0..=lengths[r] + j; one query sees them all.
+            let allowed = match t {
+                1 => None,
+                _ => Some(allowed_after(&past.lengths[r..=r], t, s, q.device())?),
+            };
+            let heads_first = |x: &Tensor| x.f_unsqueeze(0)?.f_permute([0, 2, 1, 3]);
+            Tensor::f_scaled_dot_product_attention(
+                &q.f_narrow(0, r as i64, 1)?.f_permute([0, 2, 1, 3])?,
+                &heads_first(k)?,
+                &heads_first(v)?,
+                allowed.as_ref(),
+                0.0,
+                false,
+                1.0,
+                false,
+            )?
+            .f_permute([0, 2, 1, 3])
+        })
+        .collect::<TchResult<Vec<_>>>()?;
+    Tensor::f_cat(&per_row, 0)
+}
+
+/// Allowed (query, key) pairs `[rows, 1, t, s]` for `t` new queries after each row's cached
+/// positions: query `j` of row `r` sees keys `0 ..= cached[r] + j`.
+fn allowed_after(cached: &[i64], t: i64, s: i64, dev: tch::Device) -> TchResult<Tensor> {
+    let limit = Tensor::f_from_slice(cached)?
+        .f_to(dev)?
+        .f_view([cached.len() as i64, 1, 1, 1])?
+        .f_add(&Tensor::f_arange(t, (Kind::Int64, dev))?.f_view([1, 1, t, 1])?)?;
+    Tensor::f_arange(s, (Kind::Int64, dev))?
+        .f_view([1, 1, 1, s])?
+        .f_le_tensor(&limit)
 }
 
 /// Attention through its pattern `[B, H, T, S]`, for requests that capture, edit or
@@ -1053,7 +1115,7 @@ fn explicit_attention(
     l: Option<i64>,
     (q, k, v): (&Tensor, &Tensor, &Tensor),
     mask: &Tensor,
-    past: Option<(&Past, &Vec<(Tensor, Tensor)>)>,
+    past: Option<(&Past, &[(Tensor, Tensor)])>,
     hooks: &mut Hooks,
 ) -> TchResult<Tensor> {
     use Activation::*;
@@ -1193,9 +1255,8 @@ struct Hooks<'a> {
     targets: Vec<(ActivationKey, Tensor, bool)>,
     objective_at: Option<ActivationKey>,
     objective_act: Option<Tensor>,
-    /// Incremental decoding: the cached keys and values, and the new positions' ones.
+    /// Incremental decoding: the cached keys and values (the pass adds the new ones).
     past: Option<&'a Past>,
-    new_kv: Vec<(Tensor, Tensor)>,
 }
 
 impl Hooks<'_> {
