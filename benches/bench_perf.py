@@ -7,7 +7,8 @@ library), same thread count, float32 and bfloat16:
               k and v projections, q.k^T and probs.v per head, the output projection, the two
               MLP products; then the unembedding at every position or at the last one), on
               random operands of the request's shapes and layouts (weights [out, in] as the
-              model holds them), nothing else
+              model holds them; each weight product the faster of `linear` and `w @ x^T`,
+              timed over the whole request), nothing else
   C API       benches/bench_perf.c
   HF          GPT2LMHeadModel, eager and sdpa attention (benches/bench_perf_hf.py)
   llama.cpp   llama-cpp-python 0.3.36's llama.cpp on GGUFs of the same weights
@@ -44,28 +45,32 @@ def products(cfg, b, t, logits):
 
 def bound(cfg, b, t, logits, dtype, reps):
     """Median seconds of the request's matrix products alone, on distinct random operands laid
-    out as the model holds them: weights `[n, k]` (`x @ w^T`, as `linear` takes them), keys
-    `[t, d_head]` per head (`q @ k^T`), values `[t, d_head]` (`probs @ v`)."""
+    out as the model holds them: weights `[n, k]`, keys `[t, d_head]` per head (`q @ k^T`),
+    values `[t, d_head]` (`probs @ v`). Weight products are timed both ways libtorch offers
+    (`linear`, and `w @ x^T` with at least two columns, the library's float32 CPU path in
+    src/model/product.rs), and the faster run is the bound."""
     import torch
     kind = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    ops = []
+    ways = ([], [])
     for name, bt, m, k, n in products(cfg, b, t, logits):
         x = torch.randn(bt, m, k, dtype=kind)
         if name == "q.k":
             kt = torch.randn(bt, n, k, dtype=kind).transpose(1, 2)
-            ops.append(lambda x=x, kt=kt: torch.bmm(x, kt))
+            ops = [lambda x=x, kt=kt: torch.bmm(x, kt)] * 2
         elif name == "probs.v":
             v = torch.randn(bt, k, n, dtype=kind)
-            ops.append(lambda x=x, v=v: torch.bmm(x, v))
+            ops = [lambda x=x, v=v: torch.bmm(x, v)] * 2
         else:
-            w = torch.randn(n, k, dtype=kind)
-            ops.append(lambda x=x[0], w=w: torch.nn.functional.linear(x, w))
+            w, cols = torch.randn(n, k, dtype=kind), torch.randn(max(m, 2), k, dtype=kind).t()
+            ops = [lambda x=x[0], w=w: torch.nn.functional.linear(x, w), lambda w=w, c=cols: w @ c]
+        for way, op in zip(ways, ops):
+            way.append(op)
 
-    def run():
-        for op in ops:
+    def run(way):
+        for op in way:
             op()
 
-    return timed(run, reps)
+    return min(timed(lambda: run(way), reps) for way in ways)
 
 
 def logits_path(dtype):

@@ -599,3 +599,54 @@ fn an_edited_key_is_what_later_tokens_attend_to() {
         "the edit changed nothing"
     );
 }
+
+/// One new token per row in bfloat16 or float16 runs attention by products over a copy of
+/// the row's cache (not libtorch's fused kernel): each step's logits stay as close to the full
+/// pass in the same dtype as two roundings of it, and pick the same tokens.
+#[test]
+fn reduced_precision_steps_match_the_full_pass_in_their_dtype() {
+    use model_context::model::{ModelDType, ModelOptions};
+    let (dir, _) = golden();
+    for dtype in [ModelDType::BFloat16, ModelDType::Float16] {
+        let path = dir.join("e24_l3_h3");
+        let ctx = StandardModelContext::open(path.to_str().unwrap(), &OpenOptions::default());
+        let opts = ModelOptions {
+            dtype,
+            ..Default::default()
+        };
+        let m = ctx.unwrap().get_or_create_model(Some(opts)).unwrap();
+        let mut st = DecodeState::new(m.clone(), 2).unwrap();
+        let mut rng = Rng(11);
+        let mut history = vec![ids(&mut rng, 6), ids(&mut rng, 2)];
+        st.append(&Append::each(&history), &[], &Experiment::default())
+            .unwrap();
+        let (mut worst, mut scale) = (0f64, 0f64);
+        for _ in 0..12 {
+            let rows = Append::each(&[ids(&mut rng, 1), ids(&mut rng, 1)]);
+            let out = st.append(&rows, &[], &Experiment::default()).unwrap();
+            let logits = out.logits.unwrap().tensor.to_kind(tch::Kind::Float);
+            for (r, a) in rows.iter().enumerate() {
+                history[r].extend(&a.tokens);
+                let (want, _) = full(&m, &history[r], &[]);
+                let want = want.get(-1).to_kind(tch::Kind::Float);
+                let got = logits.get(r as i64).get(0);
+                worst = worst.max(max_abs(&got, &want));
+                scale = scale.max(want.abs().max().double_value(&[]));
+                // The same token wherever the full pass's top two are not within rounding.
+                let top = want.topk(2, -1, true, true).0;
+                let margin = (top.get(0) - top.get(1)).double_value(&[]);
+                let (g, w) = (got.argmax(-1, false), want.argmax(-1, false));
+                let same = g.int64_value(&[]) == w.int64_value(&[]);
+                assert!(
+                    same || margin <= 2e-2 * scale,
+                    "{dtype:?}: row {r}, margin {margin}"
+                );
+            }
+        }
+        eprintln!("{dtype:?}: worst step difference {worst:.2e} on logits up to {scale:.2}");
+        assert!(
+            worst <= 2e-2 * scale,
+            "{dtype:?}: {worst} on logits up to {scale}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use crate::device::Device;
 use crate::error::{err, ErrorKind, Result};
 use crate::model::edits::{Edit, EditOp};
 use crate::model::objective::{self, Backward, Objective};
+use crate::model::product::linear;
 use crate::schema::activations::Activation;
 use crate::schema::dims::broadcasts;
 use crate::schema::dims::Dimension;
@@ -187,7 +188,8 @@ pub struct Model {
 
 impl Model {
     /// Builds the model from pieces served by `load` (the context's cache). On CPU in
-    /// float32 without simplify the parameters are the mapped pieces themselves (no copy).
+    /// float32 without simplify the parameters are the mapped pieces themselves (no copy),
+    /// but for matrices stored transposed, which are copied once into `[out, in]`.
     pub fn create(
         config: &Config,
         n_vocab: i64,
@@ -201,10 +203,14 @@ impl Model {
             let key = piece_key.0.key(piece_key.1);
             let piece = load(&key).map_err(|e| missing_layer(e, &key, config))?;
             layout::check(config, n_vocab, &key, &piece.shape(), "model creation")?;
-            let param = if piece.tensor.kind() == Kind::Float && device == Device::Cpu {
-                piece
-            } else {
-                piece.computed(|t| t.f_to_device_(device.to_tch(), Kind::Float, false, false))?
+            let t = &piece.tensor;
+            let param = match (t.kind() == Kind::Float && device == Device::Cpu, t.dim()) {
+                // A matrix stored transposed (HF's Conv1D) is copied once into the `[out, in]`
+                // layout `product` multiplies fastest.
+                (true, 2) if !t.is_contiguous() => piece.computed(|t| t.f_contiguous())?,
+                (true, _) => piece,
+                _ => piece
+                    .computed(|t| t.f_to_device_(device.to_tch(), Kind::Float, false, false))?,
             };
             params.insert(piece_key, param)?;
         }
@@ -734,8 +740,7 @@ impl Model {
         let missing = |what: &str| tch::TchError::Kind(format!("objective: no {what}"));
         let unembed = self.p(Unembed)?;
         let h = || fin.h.as_ref().ok_or_else(|| missing("final residual"));
-        let rows =
-            || objective::at_positions(h()?, &r.positions)?.f_linear::<&Tensor>(unembed, None);
+        let rows = || linear(&objective::at_positions(h()?, &r.positions)?, unembed, None);
         let moved = |t: &Tensor| t.f_to_device_(self.device.to_tch(), Kind::Float, false, false);
         match o {
             Objective::Logit { tokens, .. } => objective::pick(&rows()?, tokens),
@@ -747,7 +752,7 @@ impl Model {
                 let (ids, counted) = r.log_prob.as_ref().ok_or_else(|| missing("targets"))?;
                 let full = match (&fin.logits, x.logits) {
                     (Some(l), LogitsChoice::All) => l.shallow_clone(),
-                    _ => h()?.f_linear::<&Tensor>(unembed, None)?,
+                    _ => linear(h()?, unembed, None)?,
                 };
                 objective::mean_log_prob(&full, ids, counted)
             }
@@ -831,7 +836,7 @@ impl Model {
         )?;
         let unembed = self.p(Unembed)?;
         let logits = match x.logits {
-            LogitsChoice::All => Some(h.f_linear::<&Tensor>(unembed, None)?),
+            LogitsChoice::All => Some(linear(&h, unembed, None)?),
             LogitsChoice::Last => {
                 let last = last_positions(pad.as_ref(), b, t, dev)?;
                 let d = h.size()[2];
@@ -840,7 +845,7 @@ impl Model {
                     &last.f_view([b, 1, 1])?.f_expand([b, 1, d], false)?,
                     false,
                 )?;
-                Some(rows.f_linear::<&Tensor>(unembed, None)?)
+                Some(linear(&rows, unembed, None)?)
             }
             LogitsChoice::None => None,
         };
@@ -928,7 +933,7 @@ impl Model {
         let in_kernel = !keep_scaled && !hooks.touches(AttnQ, l) && !hooks.touches(AttnK, l);
         let qk_scale = (dqk as f64).powf(-0.25);
         let proj = |(weight, bias): (Piece, Piece), d: i64| -> TchResult<Tensor> {
-            h.f_linear(self.lp(layer, weight)?, Some(self.lp(layer, bias)?))?
+            self.dense(&h, layer, (weight, bias))?
                 .f_view([b, t, heads, d])
         };
         let scaled = |x: Tensor| match in_kernel {
@@ -956,9 +961,11 @@ impl Model {
             }
         };
         let v_out = hooks.at(AttnVOut, l, v_out)?;
-        let delta_attn = v_out
-            .f_reshape([b, t, heads * dv])?
-            .f_linear(self.lp(layer, OutWeight)?, Some(self.lp(layer, OutBias)?))?;
+        let delta_attn = self.dense(
+            &v_out.f_reshape([b, t, heads * dv])?,
+            layer,
+            (OutWeight, OutBias),
+        )?;
         let delta_attn = hooks.at(ResidDeltaAttn, l, delta_attn)?;
         let x = hooks.at(ResidPostAttn, l, x.f_add(&delta_attn)?)?;
         let h = self.layer_norm(
@@ -968,18 +975,17 @@ impl Model {
             hooks,
             (MlpLnScale, ResidPostMlpLn, l),
         )?;
-        let pre = h.f_linear(
-            self.lp(layer, MlpInWeight)?,
-            Some(self.lp(layer, MlpInBias)?),
-        )?;
+        let pre = self.dense(&h, layer, (MlpInWeight, MlpInBias))?;
         let pre = hooks.at(MlpPreAct, l, pre)?;
         let post = hooks.at(MlpPostAct, l, pre.f_gelu("tanh")?)?;
-        let delta_mlp = post.f_linear(
-            self.lp(layer, MlpOutWeight)?,
-            Some(self.lp(layer, MlpOutBias)?),
-        )?;
+        let delta_mlp = self.dense(&post, layer, (MlpOutWeight, MlpOutBias))?;
         let delta_mlp = hooks.at(ResidDeltaMlp, l, delta_mlp)?;
         hooks.at(ResidPostMlp, l, x.f_add(&delta_mlp)?)
+    }
+
+    /// A layer's linear map `(weight, bias)` applied to `x`.
+    fn dense(&self, x: &Tensor, layer: i64, (weight, bias): (Piece, Piece)) -> TchResult<Tensor> {
+        linear(x, self.lp(layer, weight)?, Some(self.lp(layer, bias)?))
     }
 
     /// TDB's Norm: in float32, `x - mean`, `scale = sqrt(mean(x^2) + 1e-5)`, `x / scale * w + b`,
@@ -1069,32 +1075,51 @@ fn fused_attention(
 /// step's cost does not grow with a join. `q` `[B, T, H, d]` arrives scaled, as the cache is.
 fn fused_after(past: &Past, layer: i64, q: &Tensor) -> TchResult<Tensor> {
     let t = q.size()[1];
+    // libtorch's CPU kernel runs one reduced-precision query as a matrix-vector product per
+    // head and key block, 3-5x slower than products over a contiguous copy of the row.
+    let by_products = t == 1 && q.device() == tch::Device::Cpu && q.kind() != Kind::Float;
     let rows = past.rows(layer, |r| past.new[r])?;
     let per_row = rows
         .iter()
         .enumerate()
         .map(|(r, (k, v))| {
             let s = k.size()[0];
-            // New query j sees keys 0..=lengths[r] + j; one query sees them all.
-            let allowed = match t {
-                1 => None,
-                _ => Some(allowed_after(&past.lengths[r..=r], t, s, q.device())?),
-            };
             let heads_first = |x: &Tensor| x.f_unsqueeze(0)?.f_permute([0, 2, 1, 3]);
-            Tensor::f_scaled_dot_product_attention(
-                &q.f_narrow(0, r as i64, 1)?.f_permute([0, 2, 1, 3])?,
-                &heads_first(k)?,
-                &heads_first(v)?,
-                allowed.as_ref(),
-                0.0,
-                false,
-                1.0,
-                false,
-            )?
-            .f_permute([0, 2, 1, 3])
+            let qr = q.f_narrow(0, r as i64, 1)?.f_permute([0, 2, 1, 3])?;
+            let out = match by_products {
+                true => one_query(&qr, &heads_first(k)?, &heads_first(v)?)?,
+                false => {
+                    // New query j sees keys 0..=lengths[r] + j; one query sees them all.
+                    let allowed = match t {
+                        1 => None,
+                        _ => Some(allowed_after(&past.lengths[r..=r], t, s, q.device())?),
+                    };
+                    let (k, v) = (heads_first(k)?, heads_first(v)?);
+                    Tensor::f_scaled_dot_product_attention(
+                        &qr,
+                        &k,
+                        &v,
+                        allowed.as_ref(),
+                        0.0,
+                        false,
+                        1.0,
+                        false,
+                    )?
+                }
+            };
+            out.f_permute([0, 2, 1, 3])
         })
         .collect::<TchResult<Vec<_>>>()?;
     Tensor::f_cat(&per_row, 0)
+}
+
+/// Attention of one scaled query `[1, H, 1, d]` over keys and values `[1, H, S, d]` that it
+/// sees all of, through contiguous copies, the softmax in float32 as the explicit path does.
+fn one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> TchResult<Tensor> {
+    q.f_matmul(&k.f_contiguous()?.f_transpose(2, 3)?)?
+        .f_softmax(-1, Kind::Float)?
+        .f_to_kind(q.kind())?
+        .f_matmul(&v.f_contiguous()?)
 }
 
 /// Allowed (query, key) pairs `[rows, 1, t, s]` for `t` new queries after each row's cached
