@@ -1076,7 +1076,7 @@ fn fused_attention(
 fn fused_after(past: &Past, layer: i64, q: &Tensor) -> TchResult<Tensor> {
     let t = q.size()[1];
     // libtorch's CPU kernel runs one reduced-precision query as a matrix-vector product per
-    // head and key block, 3-5x slower than products over a contiguous copy of the row.
+    // head and key block, 3-5x slower than `one_query`.
     let by_products = t == 1 && q.device() == tch::Device::Cpu && q.kind() != Kind::Float;
     let rows = past.rows(layer, |r| past.new[r])?;
     let per_row = rows
@@ -1114,12 +1114,16 @@ fn fused_after(past: &Past, layer: i64, q: &Tensor) -> TchResult<Tensor> {
 }
 
 /// Attention of one scaled query `[1, H, 1, d]` over keys and values `[1, H, S, d]` that it
-/// sees all of, through contiguous copies, the softmax in float32 as the explicit path does.
+/// sees all of, computed in float32 and rounded back: oneDNN's reduced-precision products
+/// build a kernel for each new key count (about 1 ms each, every step), MKL's float32 ones
+/// do not.
 fn one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> TchResult<Tensor> {
-    q.f_matmul(&k.f_contiguous()?.f_transpose(2, 3)?)?
+    let f32 = |x: &Tensor| x.f_to_kind(Kind::Float);
+    f32(q)?
+        .f_matmul(&f32(k)?.f_transpose(2, 3)?)?
         .f_softmax(-1, Kind::Float)?
-        .f_to_kind(q.kind())?
-        .f_matmul(&v.f_contiguous()?)
+        .f_matmul(&f32(v)?)?
+        .f_to_kind(q.kind())
 }
 
 /// Allowed (query, key) pairs `[rows, 1, t, s]` for `t` new queries after each row's cached
