@@ -600,9 +600,9 @@ fn an_edited_key_is_what_later_tokens_attend_to() {
     );
 }
 
-/// One new token per row in bfloat16 or float16 runs attention by products over a copy of
-/// the row's cache (not libtorch's fused kernel): each step's logits stay as close to the full
-/// pass in the same dtype as two roundings of it, and pick the same tokens.
+/// In bfloat16 or float16 on the CPU the cache holds float32 (each value converted exactly)
+/// and steps attend in float32: each step's logits stay as close to the full pass in the same
+/// dtype as two roundings of it, and pick the same tokens; the cache costs 4 bytes a value.
 #[test]
 fn reduced_precision_steps_match_the_full_pass_in_their_dtype() {
     use model_context::model::{ModelDType, ModelOptions};
@@ -616,6 +616,8 @@ fn reduced_precision_steps_match_the_full_pass_in_their_dtype() {
         };
         let m = ctx.unwrap().get_or_create_model(Some(opts)).unwrap();
         let mut st = DecodeState::new(m.clone(), 2).unwrap();
+        let c = m.config();
+        assert_eq!(st.bytes_per_token(), c.n_layers * 2 * c.d_model * 4);
         let mut rng = Rng(11);
         let mut history = vec![ids(&mut rng, 6), ids(&mut rng, 2)];
         st.append(&Append::each(&history), &[], &Experiment::default())

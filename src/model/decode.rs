@@ -94,7 +94,7 @@ impl DecodeState {
     /// Bytes of cache one token of one sequence takes (keys and values at every layer).
     pub fn bytes_per_token(&self) -> i64 {
         let c = self.model.config();
-        let elt = self.model.options().dtype.kind().elt_size_in_bytes() as i64;
+        let elt = self.model.cache_kind().elt_size_in_bytes() as i64;
         c.n_layers * c.n_heads * (c.d_head_qk() + c.d_head_v()) * elt
     }
 
@@ -196,10 +196,7 @@ impl DecodeState {
             .max(need);
         let c = self.model.config();
         let (heads, dqk, dv) = (c.n_heads, c.d_head_qk(), c.d_head_v());
-        let dev = (
-            self.model.options().dtype.kind(),
-            self.model.device().to_tch(),
-        );
+        let dev = (self.model.cache_kind(), self.model.device().to_tch());
         let old = self.seqs[seq].as_ref();
         let mut layers = Vec::with_capacity(c.n_layers as usize);
         for l in 0..c.n_layers as usize {

@@ -88,7 +88,8 @@ pub struct Past {
     /// New (non-padding) tokens per row, at most the pass's `seq_len`.
     pub new: Vec<i64>,
     /// Per layer, per row: key buffer `[capacity, heads, d_head_qk]` and value buffer
-    /// `[capacity, heads, d_head_v]`, `capacity >= lengths[row] + new[row]`.
+    /// `[capacity, heads, d_head_v]`, `capacity >= lengths[row] + new[row]`, in the model's
+    /// `cache_kind`.
     pub layers: Vec<Vec<(Tensor, Tensor)>>,
 }
 
@@ -98,9 +99,14 @@ impl Past {
         self.lengths.iter().copied().max().unwrap_or(0) + t
     }
 
-    /// Each row's cached keys and values at a layer (views of the buffers' filled part).
-    fn cached(&self, layer: i64) -> TchResult<Vec<(Tensor, Tensor)>> {
-        self.rows(layer, |_| 0)
+    /// Each row's cached keys and values at a layer in `kind` (views of the buffers' filled
+    /// part where the cache holds that kind, converted copies otherwise).
+    fn cached(&self, layer: i64, kind: Kind) -> TchResult<Vec<(Tensor, Tensor)>> {
+        let to = |t: Tensor| t.f_to_kind(kind);
+        self.rows(layer, |_| 0)?
+            .into_iter()
+            .map(|(k, v)| Ok((to(k)?, to(v)?)))
+            .collect()
     }
 
     /// Views of each row's buffers over its cached positions plus `extra(row)` more.
@@ -238,6 +244,18 @@ impl Model {
 
     pub fn options(&self) -> ModelOptions {
         self.options
+    }
+
+    /// The dtype a decoding cache holds keys and values in: float32 on the CPU whatever the
+    /// model's dtype (a bfloat16 or float16 value converts exactly, and libtorch's CPU
+    /// attention over one reduced-precision query runs a matrix-vector product per head and
+    /// key block, while oneDNN's products build a kernel for every new key count), the model's
+    /// dtype elsewhere.
+    pub fn cache_kind(&self) -> Kind {
+        match self.device {
+            Device::Cpu => Kind::Float,
+            _ => self.options.dtype.kind(),
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -949,7 +967,7 @@ impl Model {
         let v_out = match (hooks.sees_pattern(l), hooks.past) {
             (true, past) => {
                 let cached = past
-                    .map(|p| p.cached(layer).map(|rows| (p, rows)))
+                    .map(|p| p.cached(layer, q.kind()).map(|rows| (p, rows)))
                     .transpose()?;
                 let past = cached.as_ref().map(|(p, rows)| (*p, rows.as_slice()));
                 explicit_attention(l, (&q, &k, &v), &mask.allowed, past, hooks)?
@@ -1072,58 +1090,42 @@ fn fused_attention(
 
 /// `fused_attention` after a past, row by row over each row's buffers in place (its cached
 /// keys and values, then the new ones the pass has just written): nothing is copied, so a
-/// step's cost does not grow with a join. `q` `[B, T, H, d]` arrives scaled, as the cache is.
+/// step's cost does not grow with a join. `q` `[B, T, H, d]` arrives scaled, as the cache is;
+/// it attends in the cache's dtype and the result comes back in its own.
 fn fused_after(past: &Past, layer: i64, q: &Tensor) -> TchResult<Tensor> {
     let t = q.size()[1];
-    // libtorch's CPU kernel runs one reduced-precision query as a matrix-vector product per
-    // head and key block, 3-5x slower than `one_query`.
-    let by_products = t == 1 && q.device() == tch::Device::Cpu && q.kind() != Kind::Float;
     let rows = past.rows(layer, |r| past.new[r])?;
     let per_row = rows
         .iter()
         .enumerate()
         .map(|(r, (k, v))| {
-            let s = k.size()[0];
-            let heads_first = |x: &Tensor| x.f_unsqueeze(0)?.f_permute([0, 2, 1, 3]);
-            let qr = q.f_narrow(0, r as i64, 1)?.f_permute([0, 2, 1, 3])?;
-            let out = match by_products {
-                true => one_query(&qr, &heads_first(k)?, &heads_first(v)?)?,
-                false => {
-                    // New query j sees keys 0..=lengths[r] + j; one query sees them all.
-                    let allowed = match t {
-                        1 => None,
-                        _ => Some(allowed_after(&past.lengths[r..=r], t, s, q.device())?),
-                    };
-                    let (k, v) = (heads_first(k)?, heads_first(v)?);
-                    Tensor::f_scaled_dot_product_attention(
-                        &qr,
-                        &k,
-                        &v,
-                        allowed.as_ref(),
-                        0.0,
-                        false,
-                        1.0,
-                        false,
-                    )?
-                }
+            // New query j sees keys 0..=lengths[r] + j; one query sees them all.
+            let allowed = match t {
+                1 => None,
+                _ => Some(allowed_after(
+                    &past.lengths[r..=r],
+                    t,
+                    k.size()[0],
+                    q.device(),
+                )?),
             };
-            out.f_permute([0, 2, 1, 3])
+            let heads_first = |x: &Tensor| x.f_unsqueeze(0)?.f_permute([0, 2, 1, 3]);
+            Tensor::f_scaled_dot_product_attention(
+                &q.f_narrow(0, r as i64, 1)?
+                    .f_permute([0, 2, 1, 3])?
+                    .f_to_kind(k.kind())?,
+                &heads_first(k)?,
+                &heads_first(v)?,
+                allowed.as_ref(),
+                0.0,
+                false,
+                1.0,
+                false,
+            )?
+            .f_permute([0, 2, 1, 3])
         })
         .collect::<TchResult<Vec<_>>>()?;
-    Tensor::f_cat(&per_row, 0)
-}
-
-/// Attention of one scaled query `[1, H, 1, d]` over keys and values `[1, H, S, d]` that it
-/// sees all of, computed in float32 and rounded back: oneDNN's reduced-precision products
-/// build a kernel for each new key count (about 1 ms each, every step), MKL's float32 ones
-/// do not.
-fn one_query(q: &Tensor, k: &Tensor, v: &Tensor) -> TchResult<Tensor> {
-    let f32 = |x: &Tensor| x.f_to_kind(Kind::Float);
-    f32(q)?
-        .f_matmul(&f32(k)?.f_transpose(2, 3)?)?
-        .f_softmax(-1, Kind::Float)?
-        .f_matmul(&f32(v)?)?
-        .f_to_kind(q.kind())
+    Tensor::f_cat(&per_row, 0)?.f_to_kind(q.kind())
 }
 
 /// Allowed (query, key) pairs `[rows, 1, t, s]` for `t` new queries after each row's cached
