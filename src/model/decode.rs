@@ -200,8 +200,8 @@ impl DecodeState {
         let old = self.seqs[seq].as_ref();
         let mut layers = Vec::with_capacity(c.n_layers as usize);
         for l in 0..c.n_layers as usize {
-            let k = Tensor::f_empty([capacity, heads, dqk], dev)?;
-            let v = Tensor::f_empty([capacity, heads, dv], dev)?;
+            let k = Tensor::f_zeros([capacity, heads, dqk], dev)?;
+            let v = Tensor::f_zeros([capacity, heads, dv], dev)?;
             if let Some(q) = old.as_ref().filter(|_| have > 0) {
                 k.f_narrow(0, 0, have)?
                     .f_copy_(&q.layers[l].0.f_narrow(0, 0, have)?)?;
