@@ -5,15 +5,28 @@
 //! `linear` runs a matrix-vector product on one core at about half the memory bandwidth, and a
 //! few rows at once no faster; `W @ x^T` with at least two columns runs the matrix path on
 //! every core at the bandwidth. A decoding step over GPT-2 small's weights takes 16.5 ms
-//! instead of 34 ms that way, and the 128-row unembedding 62 ms instead of 101 ms. bfloat16
-//! and float16 (oneDNN) and CUDA are fastest through `linear` and keep it.
+//! instead of 34 ms that way, and the 128-row unembedding 86 ms instead of 99 ms. From about
+//! 256 rows on, `linear` is as fast or faster (a true matrix product, and no transposed copy of
+//! the result), so larger inputs keep it, as do bfloat16 and float16 (oneDNN) and CUDA.
 use tch::{Device, Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
 
-/// Whether `w` is multiplied as `W @ x^T` (float32 on the CPU, `w` contiguous `[out, in]`).
+/// The most rows `W @ x^T` takes (measured here: faster up to 128 rows, slower from 512).
+pub const MATRIX_PATH_MAX_ROWS: i64 = 128;
+
+/// Whether `w` is multiplied as `W @ x^T` (float32 on the CPU, `w` contiguous `[out, in]`, at
+/// most `MATRIX_PATH_MAX_ROWS` rows of `x`).
 pub fn takes_matrix_path(x: &Tensor, w: &Tensor) -> bool {
-    x.device() == Device::Cpu && x.kind() == Kind::Float && w.dim() == 2 && w.is_contiguous()
+    let rows = match x.size().last() {
+        Some(&inner) if inner > 0 => x.numel() as i64 / inner,
+        _ => 0,
+    };
+    x.device() == Device::Cpu
+        && x.kind() == Kind::Float
+        && w.dim() == 2
+        && w.is_contiguous()
+        && (1..=MATRIX_PATH_MAX_ROWS).contains(&rows)
 }
 
 /// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it.
@@ -64,7 +77,9 @@ mod tests {
                 assert!(d < 1e-5, "{shape:?}: {d}");
             }
         }
-        // A transposed matrix and other dtypes keep libtorch's linear.
+        // Many rows, a transposed matrix and other dtypes keep libtorch's linear.
+        let many = Tensor::zeros([MATRIX_PATH_MAX_ROWS + 1, 5], (Kind::Float, Device::Cpu));
+        assert!(!takes_matrix_path(&many, &w));
         assert!(!takes_matrix_path(
             &Tensor::zeros([1, 7], (Kind::Float, Device::Cpu)),
             &w.tr()
