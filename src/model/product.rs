@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 type TchResult<T> = std::result::Result<T, tch::TchError>;
 
 /// The most rows `W @ x^T` takes (measured here: faster up to 128 rows, slower from 512).
-pub const MATRIX_PATH_MAX_ROWS: i64 = 128;
+const MATRIX_PATH_MAX_ROWS: i64 = 128;
 
 /// Whether `w` is multiplied as `W @ x^T` (float32 on the CPU, `w` contiguous `[out, in]`, at
 /// most `MATRIX_PATH_MAX_ROWS` rows of `x`).
