@@ -16,6 +16,18 @@ struct Sequence {
     len: i64,
     capacity: i64,
     layers: Vec<(Tensor, Tensor)>,
+    /// Set when `layers` are one row of buffers shared with the sequences it was appended with.
+    shared: Option<Shared>,
+}
+
+/// Buffers allocated for several sequences that grew in one append, `[rows, capacity, heads,
+/// d_head]` per layer: while the same rows are appended together in that order, a layer
+/// writes and attends for all of them in one call instead of one per row.
+struct Shared {
+    id: u64,
+    row: usize,
+    rows: usize,
+    layers: Vec<(Tensor, Tensor)>,
 }
 
 /// A decoding state over one model (which it keeps alive). Used by one thread at a time;
@@ -23,6 +35,8 @@ struct Sequence {
 pub struct DecodeState {
     model: Arc<Model>,
     seqs: Vec<Option<Sequence>>,
+    /// Names the next shared allocation.
+    next_shared: u64,
 }
 
 /// One row of an append: a sequence id and its new tokens.
@@ -64,7 +78,11 @@ impl DecodeState {
             )
         })?;
         seqs.resize_with(n_seq_max, || None);
-        Ok(DecodeState { model, seqs })
+        Ok(DecodeState {
+            model,
+            seqs,
+            next_shared: 0,
+        })
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -152,10 +170,8 @@ impl DecodeState {
                     .collect()
             }),
         };
-        for a in rows {
-            self.reserve(a.seq, a.tokens.len() as i64)?;
-        }
-        let past = self.past(rows);
+        self.reserve(rows)?;
+        let past = self.past(rows)?;
         let out = self.model.forward_after(&input, wanted, x, &past)?;
         for a in rows {
             if let Some(q) = self.seqs[a.seq].as_mut() {
@@ -167,55 +183,113 @@ impl DecodeState {
 
     /// Each row's buffers, its cached length and its new count: the pass writes the new keys
     /// and values into the buffers in place (shallow handles, no copy).
-    fn past(&self, rows: &[Append]) -> Past {
-        let seqs = rows.iter().flat_map(|a| self.seqs[a.seq].as_ref());
-        Past {
-            lengths: seqs.clone().map(|q| q.len).collect(),
-            new: rows.iter().map(|a| a.tokens.len() as i64).collect(),
-            layers: (0..self.model.config().n_layers as usize)
-                .map(|l| {
-                    seqs.clone()
-                        .map(|q| (q.layers[l].0.shallow_clone(), q.layers[l].1.shallow_clone()))
-                        .collect()
-                })
-                .collect(),
-        }
+    fn past(&self, rows: &[Append]) -> Result<Past> {
+        let seqs: Vec<&Sequence> = rows
+            .iter()
+            .flat_map(|a| self.seqs[a.seq].as_ref())
+            .collect();
+        let layers = (0..self.model.config().n_layers as usize)
+            .map(|l| {
+                let row =
+                    |q: &&Sequence| (q.layers[l].0.shallow_clone(), q.layers[l].1.shallow_clone());
+                seqs.iter().map(row).collect()
+            })
+            .collect();
+        // The rows are, in order, all the rows of one shared allocation.
+        let joint = seqs
+            .first()
+            .and_then(|q| q.shared.as_ref())
+            .filter(|first| {
+                first.rows == seqs.len()
+                    && seqs.iter().enumerate().all(|(r, q)| {
+                        q.shared
+                            .as_ref()
+                            .is_some_and(|s| s.id == first.id && s.row == r)
+                    })
+            });
+        let joint = joint.map(|s| {
+            s.layers
+                .iter()
+                .map(|(k, v)| (k.shallow_clone(), v.shallow_clone()))
+                .collect()
+        });
+        Ok(Past::new(
+            seqs.iter().map(|q| q.len).collect(),
+            rows.iter().map(|a| a.tokens.len() as i64).collect(),
+            layers,
+            joint,
+            self.model.device().to_tch(),
+        )?)
     }
 
-    /// Makes room for `n` more tokens in a sequence (creating it when empty), growing its
-    /// buffers by doubling, capped at the window, and keeping what they hold. The length is
-    /// not changed: a failed pass leaves the sequence as it was.
-    fn reserve(&mut self, seq: usize, n: i64) -> Result<()> {
-        let have = self.len(seq)?;
-        let need = have + n;
-        if self.seqs[seq].as_ref().is_some_and(|q| q.capacity >= need) {
+    /// Makes room for each row's new tokens (creating empty sequences), keeping what the
+    /// buffers hold; lengths are not changed, so a failed pass leaves every sequence as it
+    /// was. Capacity doubles, capped at the window. When several rows must grow, all rows get
+    /// one shared allocation sized for the longest (`Shared`).
+    fn reserve(&mut self, rows: &[Append]) -> Result<()> {
+        let need = |s: &Self, a: &Append| {
+            Ok::<_, crate::error::Error>(s.len(a.seq)? + a.tokens.len() as i64)
+        };
+        let mut grow = false;
+        let mut longest = 0;
+        for a in rows {
+            let n = need(self, a)?;
+            longest = longest.max(n);
+            grow |= self.seqs[a.seq].as_ref().is_none_or(|q| q.capacity < n);
+        }
+        if !grow {
             return Ok(());
         }
-        let capacity = ((need.max(16) as u64).next_power_of_two() as i64)
+        let capacity = ((longest.max(16) as u64).next_power_of_two() as i64)
             .min(self.model.config().ctx_window)
-            .max(need);
+            .max(longest);
+        let buffers = self.buffers(rows.len() as i64, capacity)?;
+        let id = self.next_shared;
+        self.next_shared += 1;
+        for (r, a) in rows.iter().enumerate() {
+            let layers = buffers
+                .iter()
+                .map(|(k, v)| Ok((k.f_get(r as i64)?, v.f_get(r as i64)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let have = self.len(a.seq)?;
+            if let Some(q) = self.seqs[a.seq].as_ref().filter(|_| have > 0) {
+                for ((k, v), (ok, ov)) in layers.iter().zip(&q.layers) {
+                    k.f_narrow(0, 0, have)?.f_copy_(&ok.f_narrow(0, 0, have)?)?;
+                    v.f_narrow(0, 0, have)?.f_copy_(&ov.f_narrow(0, 0, have)?)?;
+                }
+            }
+            let shared = (rows.len() > 1).then(|| Shared {
+                id,
+                row: r,
+                rows: rows.len(),
+                layers: buffers
+                    .iter()
+                    .map(|(k, v)| (k.shallow_clone(), v.shallow_clone()))
+                    .collect(),
+            });
+            self.seqs[a.seq] = Some(Sequence {
+                len: have,
+                capacity,
+                layers,
+                shared,
+            });
+        }
+        Ok(())
+    }
+
+    /// Zeroed key and value buffers `[rows, capacity, heads, d_head]` for every layer.
+    fn buffers(&self, rows: i64, capacity: i64) -> Result<Vec<(Tensor, Tensor)>> {
         let c = self.model.config();
         let (heads, dqk, dv) = (c.n_heads, c.d_head_qk(), c.d_head_v());
         let dev = (self.model.cache_kind(), self.model.device().to_tch());
-        let old = self.seqs[seq].as_ref();
-        let mut layers = Vec::with_capacity(c.n_layers as usize);
-        for l in 0..c.n_layers as usize {
-            let k = Tensor::f_zeros([capacity, heads, dqk], dev)?;
-            let v = Tensor::f_zeros([capacity, heads, dv], dev)?;
-            if let Some(q) = old.as_ref().filter(|_| have > 0) {
-                k.f_narrow(0, 0, have)?
-                    .f_copy_(&q.layers[l].0.f_narrow(0, 0, have)?)?;
-                v.f_narrow(0, 0, have)?
-                    .f_copy_(&q.layers[l].1.f_narrow(0, 0, have)?)?;
-            }
-            layers.push((k, v));
-        }
-        self.seqs[seq] = Some(Sequence {
-            len: have,
-            capacity,
-            layers,
-        });
-        Ok(())
+        (0..c.n_layers)
+            .map(|_| {
+                Ok((
+                    Tensor::f_zeros([rows, capacity, heads, dqk], dev)?,
+                    Tensor::f_zeros([rows, capacity, heads, dv], dev)?,
+                ))
+            })
+            .collect()
     }
 
     /// Copies sequence `src` into `dst` (replacing what `dst` held): a full copy, so the
@@ -245,6 +319,7 @@ impl DecodeState {
             len: q.len,
             capacity: q.len,
             layers,
+            shared: None,
         });
         Ok(())
     }

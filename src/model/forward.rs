@@ -81,7 +81,7 @@ pub struct Start {
 /// the new tokens are positions `lengths[row]..` of their rows. The pass writes each row's new
 /// keys and values into its buffers in place, after the cached ones, and attends over them
 /// there, so a step never copies the cache.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Past {
     /// Cached positions per row.
     pub lengths: Vec<i64>,
@@ -91,9 +91,60 @@ pub struct Past {
     /// `[capacity, heads, d_head_v]`, `capacity >= lengths[row] + new[row]`, in the model's
     /// `cache_kind`.
     pub layers: Vec<Vec<(Tensor, Tensor)>>,
+    /// Set when the rows' buffers are, in order, the rows of one allocation: per layer
+    /// `[rows, capacity, heads, d_head]`, so a layer writes and attends in one call.
+    joint: Option<Joint>,
+}
+
+/// Per layer, the rows' buffers as one tensor each, and where the new positions go in them.
+#[derive(Debug)]
+struct Joint {
+    layers: Vec<(Tensor, Tensor)>,
+    /// `(row, position)` of each new (non-padding) token, in row-major order.
+    at: (Tensor, Tensor),
+    /// Those tokens' indices among the pass's `[rows * T]` positions; None when all are new.
+    take: Option<Tensor>,
 }
 
 impl Past {
+    /// A past over rows' buffers; `joint`, when given, holds the same buffers as one
+    /// `[rows, capacity, ...]` tensor per layer (row `r` the `r`th row's buffers).
+    pub fn new(
+        lengths: Vec<i64>,
+        new: Vec<i64>,
+        layers: Vec<Vec<(Tensor, Tensor)>>,
+        joint: Option<Vec<(Tensor, Tensor)>>,
+        dev: tch::Device,
+    ) -> TchResult<Past> {
+        let t = new.iter().copied().max().unwrap_or(0);
+        let joint = match joint {
+            None => None,
+            Some(layers) => {
+                let mut at: (Vec<i64>, Vec<i64>, Vec<i64>) = Default::default();
+                for (r, (&p, &n)) in lengths.iter().zip(&new).enumerate() {
+                    for j in 0..n {
+                        at.0.push(r as i64);
+                        at.1.push(p + j);
+                        at.2.push(r as i64 * t + j);
+                    }
+                }
+                let index = |v: &[i64]| Tensor::f_from_slice(v)?.f_to(dev);
+                let all = at.2.len() as i64 == t * new.len() as i64;
+                Some(Joint {
+                    layers,
+                    at: (index(&at.0)?, index(&at.1)?),
+                    take: (!all).then(|| index(&at.2)).transpose()?,
+                })
+            }
+        };
+        Ok(Past {
+            lengths,
+            new,
+            layers,
+            joint,
+        })
+    }
+
     /// Keys per row (cached and new) a pass over `t` new positions attends to, padded.
     pub fn attended(&self, t: i64) -> i64 {
         self.lengths.iter().copied().max().unwrap_or(0) + t
@@ -122,6 +173,22 @@ impl Past {
     /// Writes the new positions' keys and values `[B, T, H, d]` of a layer after each row's
     /// cached ones (padding positions are not written).
     fn write(&self, layer: i64, k: &Tensor, v: &Tensor) -> TchResult<()> {
+        if let Some(j) = &self.joint {
+            let (kb, vb) = &j.layers[layer as usize];
+            let put = |buf: &Tensor, x: &Tensor| {
+                let s = x.size();
+                let flat = x.f_reshape([s[0] * s[1], s[2], s[3]])?;
+                let new = match &j.take {
+                    Some(i) => flat.f_index_select(0, i)?,
+                    None => flat,
+                };
+                let index = [Some(j.at.0.shallow_clone()), Some(j.at.1.shallow_clone())];
+                buf.shallow_clone()
+                    .f_index_put_(&index, &new.f_to_kind(buf.kind())?, false)
+                    .map(|_| ())
+            };
+            return put(kb, k).and_then(|_| put(vb, v));
+        }
         for (r, (kb, vb)) in self.layers[layer as usize].iter().enumerate() {
             let (at, n) = (self.lengths[r], self.new[r]);
             let row = |t: &Tensor| t.f_get(r as i64)?.f_narrow(0, 0, n);
@@ -972,7 +1039,7 @@ impl Model {
                 let past = cached.as_ref().map(|(p, rows)| (*p, rows.as_slice()));
                 explicit_attention(l, (&q, &k, &v), &mask.allowed, past, hooks)?
             }
-            (false, Some(p)) => fused_after(p, layer, &q)?,
+            (false, Some(p)) => fused_after(p, layer, &q, &mask.allowed)?,
             (false, None) => {
                 let rest = if in_kernel { qk_scale * qk_scale } else { 1.0 };
                 fused_attention((&q, &k, &v), mask, rest)?
@@ -1088,44 +1155,59 @@ fn fused_attention(
     .f_permute([0, 2, 1, 3])
 }
 
-/// `fused_attention` after a past, row by row over each row's buffers in place (its cached
-/// keys and values, then the new ones the pass has just written): nothing is copied, so a
-/// step's cost does not grow with a join. `q` `[B, T, H, d]` arrives scaled, as the cache is;
-/// it attends in the cache's dtype and the result comes back in its own.
-fn fused_after(past: &Past, layer: i64, q: &Tensor) -> TchResult<Tensor> {
+/// `fused_attention` after a past over the rows' buffers in place (their cached keys and
+/// values, then the new ones the pass has just written): nothing is copied, so a step's cost
+/// does not grow with a join. One call for all rows when they share an allocation, else one
+/// per row. `q` `[B, T, H, d]` arrives scaled, as the cache is; it attends in the cache's
+/// dtype and the result comes back in its own. `allowed` is the pass's `[B, 1, T, S]` mask.
+fn fused_after(past: &Past, layer: i64, q: &Tensor, allowed: &Tensor) -> TchResult<Tensor> {
     let t = q.size()[1];
-    let rows = past.rows(layer, |r| past.new[r])?;
-    let per_row = rows
-        .iter()
-        .enumerate()
-        .map(|(r, (k, v))| {
-            // New query j sees keys 0..=lengths[r] + j; one query sees them all.
-            let allowed = match t {
-                1 => None,
-                _ => Some(allowed_after(
-                    &past.lengths[r..=r],
-                    t,
-                    k.size()[0],
-                    q.device(),
-                )?),
-            };
-            let heads_first = |x: &Tensor| x.f_unsqueeze(0)?.f_permute([0, 2, 1, 3]);
-            Tensor::f_scaled_dot_product_attention(
-                &q.f_narrow(0, r as i64, 1)?
-                    .f_permute([0, 2, 1, 3])?
-                    .f_to_kind(k.kind())?,
-                &heads_first(k)?,
-                &heads_first(v)?,
-                allowed.as_ref(),
-                0.0,
-                false,
-                1.0,
-                false,
-            )?
-            .f_permute([0, 2, 1, 3])
-        })
-        .collect::<TchResult<Vec<_>>>()?;
-    Tensor::f_cat(&per_row, 0)?.f_to_kind(q.kind())
+    // [B, T, H, d] -> [B, H, T, d], in the cache's dtype.
+    let (back, kind) = (q.kind(), past.layers[layer as usize][0].0.kind());
+    let q = q.f_permute([0, 2, 1, 3])?.f_to_kind(kind)?;
+    // Keys 0..s of `[rows, S', H, d]` buffers; a mask only where some key must be hidden.
+    let attend = |q: &Tensor, k: &Tensor, v: &Tensor, allowed: Tensor, everything: bool| {
+        let s = k.size()[1].min(allowed.size()[3]);
+        let allowed = allowed.f_narrow(3, 0, s)?;
+        let keys = |x: &Tensor| x.f_narrow(1, 0, s)?.f_permute([0, 2, 1, 3]);
+        Tensor::f_scaled_dot_product_attention(
+            q,
+            &keys(k)?,
+            &keys(v)?,
+            (!everything).then_some(&allowed),
+            0.0,
+            false,
+            1.0,
+            false,
+        )
+    };
+    let out = match &past.joint {
+        Some(j) => {
+            let (k, v) = &j.layers[layer as usize];
+            // One query per row sees every key when the rows hold equally many.
+            let even = past.lengths.iter().all(|&p| p == past.lengths[0]);
+            attend(&q, k, v, allowed.shallow_clone(), t == 1 && even)?
+        }
+        None => {
+            let rows = past.rows(layer, |r| past.new[r])?;
+            let per_row = rows
+                .iter()
+                .enumerate()
+                .map(|(r, (k, v))| {
+                    let row = |x: &Tensor| x.f_narrow(0, r as i64, 1);
+                    attend(
+                        &row(&q)?,
+                        &k.f_unsqueeze(0)?,
+                        &v.f_unsqueeze(0)?,
+                        row(allowed)?,
+                        t == 1,
+                    )
+                })
+                .collect::<TchResult<Vec<_>>>()?;
+            Tensor::f_cat(&per_row, 0)?
+        }
+    };
+    out.f_permute([0, 2, 1, 3])?.f_to_kind(back)
 }
 
 /// Allowed (query, key) pairs `[rows, 1, t, s]` for `t` new queries after each row's cached
