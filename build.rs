@@ -57,4 +57,22 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-ltorch_cuda,--pop-state");
     }
     println!("cargo:rustc-env=MC_LIBTORCH_LIB={}", lib.display());
+    compile_packed(&lib);
+}
+
+/// `src/model/packed.cpp` (see there), against the headers of the libtorch being linked.
+fn compile_packed(lib: &Path) {
+    println!("cargo:rerun-if-changed=src/model/packed.cpp");
+    let root = lib.parent().unwrap_or(lib);
+    let include = root.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file("src/model/packed.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .flag_if_supported("-w")
+        .compile("mc_packed");
 }

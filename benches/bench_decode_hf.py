@@ -16,6 +16,8 @@ import time
 import torch
 from transformers import GPT2LMHeadModel
 
+import bench_perf
+
 PROMPT = 32
 
 
@@ -40,9 +42,10 @@ def generate(model, batch, new):
 
 def bound(model, batch, reps=20):
     """Tokens/s if a step cost only its matrix products, each way libtorch offers timed over the
-    whole step and the faster taken: `x @ W` in HF's layout (what `linear` runs), and
-    `W @ x^T` on the `[out, in]` matrix with at least two columns (the library's float32 CPU
-    path, src/model/product.rs)."""
+    whole step and the fastest taken: `x @ W` in HF's layout (what `linear` runs), `W @ x^T`
+    on the `[out, in]` matrix with at least two columns (the library's float32 CPU path,
+    src/model/product.rs), and oneDNN on the `[out, in]` matrix reordered once (its bfloat16
+    path, src/model/packed.rs)."""
     sd = model.state_dict()
     dtype = next(model.parameters()).dtype
     weights = [w for k, w in sd.items() if k.endswith(".weight") and w.dim() == 2 and ".h." in k]
@@ -50,8 +53,10 @@ def bound(model, batch, reps=20):
     out_in = [w.t().contiguous() for w in weights]
     xs = {w.shape[0]: torch.randn(batch, w.shape[0], dtype=dtype) for w in weights}
     cols = {d: torch.randn(max(batch, 2), d, dtype=dtype).t() for d in xs}
+    reorder = [bench_perf.reordered(xs[w.shape[1]], w) for w in out_in]
     ways = [lambda: [xs[w.shape[0]] @ w for w in weights],
-            lambda: [w @ cols[w.shape[1]] for w in out_in]]
+            lambda: [w @ cols[w.shape[1]] for w in out_in],
+            lambda: [op() for op in reorder]]
     best = float("inf")
     with torch.inference_mode():
         for way in ways:

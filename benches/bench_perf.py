@@ -43,26 +43,40 @@ def products(cfg, b, t, logits):
     return layer * cfg["n_layer"] + [("unembed", 1, rows if logits == "all" else b, d, vocab)]
 
 
+def reordered(x, w):
+    """`x @ w^T` through oneDNN on `w` reordered once (mkldnn's own operators), or `linear`
+    where this libtorch has no such operator."""
+    import torch
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+        torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    except (RuntimeError, AttributeError):
+        return lambda: torch.nn.functional.linear(x, w)
+    return lambda: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
 def bound(cfg, b, t, logits, dtype, reps):
     """Median seconds of the request's matrix products alone, on distinct random operands laid
     out as the model holds them: weights `[n, k]`, keys `[t, d_head]` per head (`q @ k^T`),
-    values `[t, d_head]` (`probs @ v`). Weight products are timed both ways libtorch offers
-    (`linear`, and `w @ x^T` with at least two columns, the library's float32 CPU path in
-    src/model/product.rs), and the faster run is the bound."""
+    values `[t, d_head]` (`probs @ v`). Weight products are timed each way libtorch offers
+    (`linear`; `w @ x^T` with at least two columns, the library's float32 CPU path in
+    src/model/product.rs; oneDNN on a weight reordered once, its bfloat16 path in
+    src/model/packed.rs), and the fastest run is the bound."""
     import torch
     kind = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    ways = ([], [])
+    ways = ([], [], [])
     for name, bt, m, k, n in products(cfg, b, t, logits):
         x = torch.randn(bt, m, k, dtype=kind)
         if name == "q.k":
             kt = torch.randn(bt, n, k, dtype=kind).transpose(1, 2)
-            ops = [lambda x=x, kt=kt: torch.bmm(x, kt)] * 2
+            ops = [lambda x=x, kt=kt: torch.bmm(x, kt)] * 3
         elif name == "probs.v":
             v = torch.randn(bt, k, n, dtype=kind)
-            ops = [lambda x=x, v=v: torch.bmm(x, v)] * 2
+            ops = [lambda x=x, v=v: torch.bmm(x, v)] * 3
         else:
             w, cols = torch.randn(n, k, dtype=kind), torch.randn(max(m, 2), k, dtype=kind).t()
-            ops = [lambda x=x[0], w=w: torch.nn.functional.linear(x, w), lambda w=w, c=cols: w @ c]
+            ops = [lambda x=x[0], w=w: torch.nn.functional.linear(x, w), lambda w=w, c=cols: w @ c,
+                   reordered(x[0], w)]
         for way, op in zip(ways, ops):
             way.append(op)
 

@@ -257,7 +257,20 @@ pub struct Model {
     device: Device,
     options: ModelOptions,
     params: PieceMap<OwnedTensor>,
+    /// Weight matrices reordered for oneDNN (`packed::pack`), where that is faster.
+    packed: PieceMap<OwnedTensor>,
 }
+
+/// The weight matrices the forward pass multiplies activations by.
+const PRODUCT_WEIGHTS: [Piece; 7] = [
+    QWeight,
+    KWeight,
+    VWeight,
+    OutWeight,
+    MlpInWeight,
+    MlpOutWeight,
+    Unembed,
+];
 
 impl Model {
     /// Builds the model from pieces served by `load` (the context's cache). On CPU in
@@ -293,6 +306,7 @@ impl Model {
             device,
             options,
             params,
+            packed: PieceMap::default(),
         };
         if options.simplify {
             model.fold_layer_norms()?;
@@ -303,6 +317,7 @@ impl Model {
                 *p = p.computed(|t| t.f_to_dtype(kind, false, false))?;
             }
         }
+        model.pack()?;
         for p in model.params.values_mut() {
             p.read_only = true;
         }
@@ -311,6 +326,30 @@ impl Model {
 
     pub fn options(&self) -> ModelOptions {
         self.options
+    }
+
+    /// Reorders every product weight for oneDNN where `packed::pack` takes it (a second copy
+    /// of those matrices: bfloat16 on the CPU).
+    fn pack(&mut self) -> Result<()> {
+        let layers = (0..self.config.n_layers).map(Some);
+        for key in layers
+            .flat_map(|l| PRODUCT_WEIGHTS.iter().map(move |&p| (p, l)))
+            .chain([(Unembed, None)])
+        {
+            let Some(w) = self.params.get(key) else {
+                continue;
+            };
+            if let Some(p) = crate::model::packed::pack(&w.tensor) {
+                self.packed.insert(key, OwnedTensor::owned(p, true))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `x @ W^T (+ bias)` for a product weight, through its reordered copy where it has one.
+    fn product(&self, x: &Tensor, key: PieceKey, bias: Option<&Tensor>) -> TchResult<Tensor> {
+        let packed = self.packed.get(key).map(|p| &p.tensor);
+        linear(x, self.param_at(key)?, packed, bias)
     }
 
     /// The dtype a decoding cache holds keys and values in: float32 on the CPU whatever the
@@ -823,9 +862,9 @@ impl Model {
         hooks: &Hooks,
     ) -> TchResult<Tensor> {
         let missing = |what: &str| tch::TchError::Kind(format!("objective: no {what}"));
-        let unembed = self.p(Unembed)?;
+        let unembed = |x: &Tensor| self.product(x, (Unembed, None), None);
         let h = || fin.h.as_ref().ok_or_else(|| missing("final residual"));
-        let rows = || linear(&objective::at_positions(h()?, &r.positions)?, unembed, None);
+        let rows = || unembed(&objective::at_positions(h()?, &r.positions)?);
         let moved = |t: &Tensor| t.f_to_device_(self.device.to_tch(), Kind::Float, false, false);
         match o {
             Objective::Logit { tokens, .. } => objective::pick(&rows()?, tokens),
@@ -837,7 +876,7 @@ impl Model {
                 let (ids, counted) = r.log_prob.as_ref().ok_or_else(|| missing("targets"))?;
                 let full = match (&fin.logits, x.logits) {
                     (Some(l), LogitsChoice::All) => l.shallow_clone(),
-                    _ => linear(h()?, unembed, None)?,
+                    _ => unembed(h()?)?,
                 };
                 objective::mean_log_prob(&full, ids, counted)
             }
@@ -919,9 +958,9 @@ impl Model {
             hooks,
             (lnf, scale, None),
         )?;
-        let unembed = self.p(Unembed)?;
+        let unembed = |x: &Tensor| self.product(x, (Unembed, None), None);
         let logits = match x.logits {
-            LogitsChoice::All => Some(linear(&h, unembed, None)?),
+            LogitsChoice::All => Some(unembed(&h)?),
             LogitsChoice::Last => {
                 let last = last_positions(pad.as_ref(), b, t, dev)?;
                 let d = h.size()[2];
@@ -930,7 +969,7 @@ impl Model {
                     &last.f_view([b, 1, 1])?.f_expand([b, 1, d], false)?,
                     false,
                 )?;
-                Some(linear(&rows, unembed, None)?)
+                Some(unembed(&rows)?)
             }
             LogitsChoice::None => None,
         };
@@ -1070,7 +1109,7 @@ impl Model {
 
     /// A layer's linear map `(weight, bias)` applied to `x`.
     fn dense(&self, x: &Tensor, layer: i64, (weight, bias): (Piece, Piece)) -> TchResult<Tensor> {
-        linear(x, self.lp(layer, weight)?, Some(self.lp(layer, bias)?))
+        self.product(x, (weight, Some(layer)), Some(self.lp(layer, bias)?))
     }
 
     /// TDB's Norm: in float32, `x - mean`, `scale = sqrt(mean(x^2) + 1e-5)`, `x / scale * w + b`,

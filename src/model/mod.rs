@@ -1,11 +1,12 @@
 //! The model: the forward pass with its activations exposed (`forward`), edits during it
 //! (`edits`), objectives and their gradients (`objective`), incremental decoding with a
 //! key-value cache (`decode`) and sampling (`sampling`), every weight product through
-//! `product`.
+//! `product` (with weights reordered for oneDNN by `packed` where that is faster).
 pub mod decode;
 pub mod edits;
 pub mod forward;
 pub mod objective;
+pub mod packed;
 pub mod product;
 pub mod sampling;
 

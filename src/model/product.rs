@@ -29,8 +29,17 @@ pub fn takes_matrix_path(x: &Tensor, w: &Tensor) -> bool {
         && (1..=MATRIX_PATH_MAX_ROWS).contains(&rows)
 }
 
-/// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it.
-pub fn linear(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> TchResult<Tensor> {
+/// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it;
+/// `packed`, `w` reordered by `packed::pack`, is used where no gradient flows through it.
+pub fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    packed: Option<&Tensor>,
+    bias: Option<&Tensor>,
+) -> TchResult<Tensor> {
+    if let Some(p) = packed.filter(|_| !x.requires_grad() && x.device() == Device::Cpu) {
+        return crate::model::packed::linear(x, p, w.size()[0], bias);
+    }
     if !takes_matrix_path(x, w) {
         return x.f_linear(w, bias);
     }
@@ -70,7 +79,7 @@ mod tests {
             let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
             assert!(takes_matrix_path(&x, &w));
             for bias in [None, Some(&b)] {
-                let got = linear(&x, &w, bias).unwrap();
+                let got = linear(&x, &w, None, bias).unwrap();
                 let want = x.linear(&w, bias);
                 assert_eq!(got.size(), want.size());
                 let d = (got - want).abs().max().double_value(&[]);
