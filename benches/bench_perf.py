@@ -154,7 +154,7 @@ def main():
                                              str(args.reps)] + [logits_file] * os.path.exists(logits_file), env)
         bounds = {f"{b}x{t}_{lc}": bound(cfg, b, t, lc, dtype, args.reps) for b, t in SHAPES for lc in ("all", "last")}
         print(f"\n{dtype}: {threads} threads each, torch {torch.__version__}, medians of {args.reps}")
-        if "llama.cpp" in results:
+        if "check_max_abs_diff" in results.get("llama.cpp", {}):
             r = results["llama.cpp"]
             print(f"llama.cpp {dtype} logits vs the C API's float32 (1x128): max |diff| {r['check_max_abs_diff']:.2e} "
                   f"(logits up to {r['check_logit_scale']:.1f}), top-1 agreement {r['check_top1_agree']:.3f}")

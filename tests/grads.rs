@@ -159,34 +159,63 @@ fn finite_differences_through_edits_agree_with_the_gradient() {
     eprintln!("finite differences: worst |fd - grad| {worst:.2e}");
 }
 
-/// A gradient request computes the same forward pass: logits and captures bit-identical.
-#[test]
-fn a_gradient_request_does_not_change_the_logits() {
-    let m = model();
-    let wanted = [(MlpPostAct, Some(1)), (AttnQkProbs, Some(2))];
-    let plain = m
-        .forward_with(&input(), &wanted, &Experiment::default())
-        .unwrap();
-    assert!(plain.objective.is_none() && plain.grads.is_empty());
-    let x = Experiment {
-        backward: Some(Backward {
-            objective: Objective::LogProb { targets: None },
-            at: wanted.to_vec(),
-        }),
+/// The golden model in bfloat16 (its products through oneDNN's reordered weights).
+fn model_bf16() -> Arc<Model> {
+    use model_context::model::{ModelDType, ModelOptions};
+    use model_context::ModelContext;
+    let dir = common::data_dir(
+        "MC_GRAD_GOLDEN_DIR",
+        "data/grad_golden",
+        "scripts/gen_grad_golden.py",
+    );
+    let opts = model_context::OpenOptions {
+        device: Some(model_context::Device::Cpu),
         ..Default::default()
     };
-    let with = m.forward_with(&input(), &wanted, &x).unwrap();
-    let same = |a: &Tensor, b: &Tensor| a.equal(b);
-    assert!(same(
-        &plain.logits.as_ref().unwrap().tensor,
-        &with.logits.as_ref().unwrap().tensor
-    ));
-    for k in wanted {
-        assert!(same(
-            &plain.get(k).unwrap().tensor,
-            &with.get(k).unwrap().tensor
-        ));
-        assert!(!with.get(k).unwrap().tensor.requires_grad());
+    let path = dir.join("e24_l3_h3");
+    let ctx = model_context::StandardModelContext::open(path.to_str().unwrap(), &opts).unwrap();
+    let bf16 = ModelOptions {
+        dtype: ModelDType::BFloat16,
+        ..Default::default()
+    };
+    ctx.get_or_create_model(Some(bf16)).unwrap()
+}
+
+/// A gradient request computes the same forward pass: logits and captures bit-identical, in
+/// float32 and in bfloat16 (where the products a gradient flows through still take their
+/// value from the reordered weights).
+#[test]
+fn a_gradient_request_does_not_change_the_logits() {
+    for m in [model(), model_bf16()] {
+        let wanted = [(MlpPostAct, Some(1)), (AttnQkProbs, Some(2))];
+        let plain = m
+            .forward_with(&input(), &wanted, &Experiment::default())
+            .unwrap();
+        assert!(plain.objective.is_none() && plain.grads.is_empty());
+        let x = Experiment {
+            backward: Some(Backward {
+                objective: Objective::LogProb { targets: None },
+                at: wanted.to_vec(),
+            }),
+            ..Default::default()
+        };
+        let with = m.forward_with(&input(), &wanted, &x).unwrap();
+        let same = |a: &Tensor, b: &Tensor| a.equal(b);
+        let kind = m.options().dtype;
+        assert!(
+            same(
+                &plain.logits.as_ref().unwrap().tensor,
+                &with.logits.as_ref().unwrap().tensor
+            ),
+            "{kind:?}: logits changed"
+        );
+        for k in wanted {
+            assert!(same(
+                &plain.get(k).unwrap().tensor,
+                &with.get(k).unwrap().tensor
+            ));
+            assert!(!with.get(k).unwrap().tensor.requires_grad());
+        }
     }
 }
 

@@ -32,7 +32,10 @@ fn raw(t: &Tensor) -> *const c_void {
 
 /// `w` `[out, in]` reordered for oneDNN, where that is the faster product: bfloat16 on the
 /// CPU. None elsewhere, or when oneDNN refuses it or its product disagrees with `linear` (a
-/// check on three rows at creation), so the model keeps `linear`.
+/// check on three rows at creation), so the model keeps `linear`. Float32 would gain too
+/// (1.85x on a batch-8 decoding step), but oneDNN's float32 kernels draw uninitialised-value
+/// reports from valgrind inside its own threads, which the test command's runs would have
+/// to suppress.
 pub fn pack(w: &Tensor) -> Option<Tensor> {
     if w.device() != Device::Cpu || w.kind() != Kind::BFloat16 || w.dim() != 2 {
         return None;
@@ -42,7 +45,7 @@ pub fn pack(w: &Tensor) -> Option<Tensor> {
         let x = Tensor::f_arange(3 * w.size()[1], (Kind::Float, Device::Cpu))?
             .f_sin()?
             .f_view([3, w.size()[1]])?
-            .f_to_kind(Kind::BFloat16)?;
+            .f_to_kind(w.kind())?;
         let want = x.f_linear::<&Tensor>(w, None)?.f_to_kind(Kind::Float)?;
         let got = linear(&x, &packed, w.size()[0], None)?.f_to_kind(Kind::Float)?;
         let scale = want.f_abs()?.f_max()?.double_value(&[]).max(1.0);
@@ -77,39 +80,42 @@ mod tests {
     }
 
     #[test]
-    fn a_packed_product_equals_linear_and_gradients_keep_linear() {
+    fn a_packed_product_equals_linear_and_a_gradient_changes_no_value() {
         tch::manual_seed(5);
-        let cpu = (Kind::BFloat16, Device::Cpu);
-        let w = Tensor::randn([37, 24], cpu);
-        let b = Tensor::randn([37], cpu);
-        assert!(
-            pack(&w.to_kind(Kind::Float)).is_none(),
-            "float32 keeps linear"
-        );
-        let Some(p) = pack(&w) else {
-            eprintln!("oneDNN does not take bfloat16 on this CPU: packing is off (linear kept)");
-            return;
-        };
-        for shape in [vec![1, 24], vec![2, 24], vec![2, 65, 24]] {
-            let x = Tensor::randn(shape.as_slice(), cpu);
-            for bias in [None, Some(&b)] {
-                let got = crate::model::product::linear(&x, &w, Some(&p), bias).unwrap();
-                let want = x.linear(&w, bias);
-                assert_eq!(got.size(), want.size());
-                let scale = want.abs().max().to_kind(Kind::Float).double_value(&[]);
-                let d = max_diff(&got, &want);
-                assert!(d <= 1e-2 * scale.max(1.0), "{shape:?}: {d} of {scale}");
-            }
+        let w = Tensor::randn([37, 24], (Kind::Float, Device::Cpu));
+        for kind in [Kind::Half, Kind::Float] {
+            assert!(pack(&w.to_kind(kind)).is_none(), "{kind:?} keeps linear");
         }
-        // An input that needs a gradient takes linear, whose backward libtorch knows.
-        let x = Tensor::randn([3, 24], (Kind::Float, Device::Cpu))
-            .to_kind(Kind::BFloat16)
-            .set_requires_grad(true);
-        let y = crate::model::product::linear(&x, &w, Some(&p), Some(&b)).unwrap();
-        y.sum(Kind::Float).backward();
-        let want = w.sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
-        let grad = x.grad();
-        assert!(grad.defined(), "no gradient reached the input");
-        assert!(max_diff(&grad.get(0), &want) <= 0.1);
+        for (kind, tolerance) in [(Kind::BFloat16, 1e-2)] {
+            let (w, b) = (w.to_kind(kind), Tensor::randn([37], (kind, Device::Cpu)));
+            let Some(p) = pack(&w) else {
+                eprintln!("oneDNN does not take {kind:?} on this CPU: packing is off for it");
+                continue;
+            };
+            for shape in [vec![1, 24], vec![2, 24], vec![2, 65, 24]] {
+                let x = Tensor::randn(shape.as_slice(), (kind, Device::Cpu));
+                for bias in [None, Some(&b)] {
+                    let got = crate::model::product::linear(&x, &w, Some(&p), bias).unwrap();
+                    let want = x.linear(&w, bias);
+                    assert_eq!(got.size(), want.size());
+                    let scale = max_diff(&want, &want.zeros_like()).max(1.0);
+                    let d = max_diff(&got, &want);
+                    assert!(d <= tolerance * scale, "{kind:?} {shape:?}: {d} of {scale}");
+                }
+            }
+            // An input that needs a gradient gets the same value, and linear's gradient.
+            let x = Tensor::randn([3, 24], (kind, Device::Cpu)).set_requires_grad(true);
+            let plain = crate::model::product::linear(&x.detach(), &w, Some(&p), Some(&b));
+            let y = crate::model::product::linear(&x, &w, Some(&p), Some(&b)).unwrap();
+            assert!(
+                y.equal(&plain.unwrap()),
+                "{kind:?}: a gradient changed the value"
+            );
+            y.sum(Kind::Float).backward();
+            let want = w.sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+            let grad = x.grad();
+            assert!(grad.defined(), "{kind:?}: no gradient reached the input");
+            assert!(max_diff(&grad.get(0), &want) <= 0.1);
+        }
     }
 }

@@ -29,17 +29,34 @@ pub fn takes_matrix_path(x: &Tensor, w: &Tensor) -> bool {
         && (1..=MATRIX_PATH_MAX_ROWS).contains(&rows)
 }
 
-/// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it;
-/// `packed`, `w` reordered by `packed::pack`, is used where no gradient flows through it.
+/// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it,
+/// through `packed` (`w` reordered by `packed::pack`) when given. The reordered product has
+/// no backward: where a gradient flows through `x`, the value is still the reordered
+/// product's (so a request gives the same logits with or without an objective) plus an exact
+/// zero carrying the dense product's gradient, which costs that product a second time.
 pub fn linear(
     x: &Tensor,
     w: &Tensor,
     packed: Option<&Tensor>,
     bias: Option<&Tensor>,
 ) -> TchResult<Tensor> {
-    if let Some(p) = packed.filter(|_| !x.requires_grad() && x.device() == Device::Cpu) {
-        return crate::model::packed::linear(x, p, w.size()[0], bias);
+    match packed.filter(|_| x.device() == Device::Cpu) {
+        None => dense(x, w, bias),
+        Some(p) => {
+            if !x.requires_grad() {
+                return crate::model::packed::linear(x, p, w.size()[0], bias);
+            }
+            // Detached: libtorch's autograd kernel for the reordered product computes it
+            // another way, which rounds differently.
+            let value = crate::model::packed::linear(&x.f_detach()?, p, w.size()[0], bias)?;
+            let graph = dense(x, w, bias)?;
+            value.f_add(&graph.f_sub(&graph.f_detach()?)?)
+        }
     }
+}
+
+/// `linear` on the matrix as it is (no reordered copy).
+fn dense(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> TchResult<Tensor> {
     if !takes_matrix_path(x, w) {
         return x.f_linear(w, bias);
     }
