@@ -16,15 +16,16 @@ mod meter;
 static METER: meter::Meter = meter::Meter;
 
 fn golden_dir() -> PathBuf {
+    // The crate's folder as cargo gives it when running the test, not as it was when the
+    // binary was built: the build folder may be shared by clones at other paths.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     let dir = std::env::var_os("MC_PT_GOLDEN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../data/pt_golden")
-                .canonicalize()
-                .unwrap_or_else(|_| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/pt_golden")
-                })
+            let dir = manifest.join("../../data/pt_golden");
+            dir.canonicalize().unwrap_or(dir)
         });
     assert!(
         dir.join("manifest.json").is_file(),
