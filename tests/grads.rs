@@ -162,23 +162,17 @@ fn finite_differences_through_edits_agree_with_the_gradient() {
 /// The golden model in bfloat16 (its products through oneDNN's reordered weights).
 fn model_bf16() -> Arc<Model> {
     use model_context::model::{ModelDType, ModelOptions};
-    use model_context::ModelContext;
-    let dir = common::data_dir(
-        "MC_GRAD_GOLDEN_DIR",
-        "data/grad_golden",
-        "scripts/gen_grad_golden.py",
-    );
-    let opts = model_context::OpenOptions {
-        device: Some(model_context::Device::Cpu),
-        ..Default::default()
-    };
-    let path = dir.join("e24_l3_h3");
-    let ctx = model_context::StandardModelContext::open(path.to_str().unwrap(), &opts).unwrap();
     let bf16 = ModelOptions {
         dtype: ModelDType::BFloat16,
         ..Default::default()
     };
-    ctx.get_or_create_model(Some(bf16)).unwrap()
+    common::golden_model_with(
+        "MC_GRAD_GOLDEN_DIR",
+        "data/grad_golden",
+        "scripts/gen_grad_golden.py",
+        "e24_l3_h3",
+        Some(bf16),
+    )
 }
 
 /// A gradient request computes the same forward pass: logits and captures bit-identical, in

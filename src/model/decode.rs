@@ -227,13 +227,10 @@ impl DecodeState {
     /// was. Capacity doubles, capped at the window. When several rows must grow, all rows get
     /// one shared allocation sized for the longest (`Shared`).
     fn reserve(&mut self, rows: &[Append]) -> Result<()> {
-        let need = |s: &Self, a: &Append| {
-            Ok::<_, crate::error::Error>(s.len(a.seq)? + a.tokens.len() as i64)
-        };
         let mut grow = false;
         let mut longest = 0;
         for a in rows {
-            let n = need(self, a)?;
+            let n = self.len(a.seq)? + a.tokens.len() as i64;
             longest = longest.max(n);
             grow |= self.seqs[a.seq].as_ref().is_none_or(|q| q.capacity < n);
         }

@@ -261,7 +261,7 @@ pub struct Model {
     packed: PieceMap<OwnedTensor>,
 }
 
-/// The weight matrices the forward pass multiplies activations by.
+/// The weight matrices the forward pass multiplies activations by (per layer and model-wide).
 const PRODUCT_WEIGHTS: [Piece; 7] = [
     QWeight,
     KWeight,
@@ -331,15 +331,12 @@ impl Model {
     /// Reorders every product weight for oneDNN where `packed::pack` takes it (a second copy
     /// of those matrices: bfloat16 on the CPU).
     fn pack(&mut self) -> Result<()> {
-        let layers = (0..self.config.n_layers).map(Some);
-        for key in layers
-            .flat_map(|l| PRODUCT_WEIGHTS.iter().map(move |&p| (p, l)))
-            .chain([(Unembed, None)])
-        {
-            let Some(w) = self.params.get(key) else {
-                continue;
-            };
-            if let Some(p) = crate::model::packed::pack(&w.tensor) {
+        let keys: Vec<PieceKey> = layout::piece_keys(&self.config)
+            .filter(|(p, _)| PRODUCT_WEIGHTS.contains(p))
+            .collect();
+        for key in keys {
+            let w = &self.owned_at(key)?.tensor;
+            if let Some(p) = crate::model::packed::pack(w) {
                 self.packed.insert(key, OwnedTensor::owned(p, true))?;
             }
         }

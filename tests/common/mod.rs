@@ -168,6 +168,17 @@ pub fn golden_model(
     script: &str,
     name: &str,
 ) -> std::sync::Arc<model_context::model::Model> {
+    golden_model_with(env, default, script, name, None)
+}
+
+/// `golden_model` with model options (a dtype, say); None: the defaults.
+pub fn golden_model_with(
+    env: &str,
+    default: &str,
+    script: &str,
+    name: &str,
+    options: Option<model_context::model::ModelOptions>,
+) -> std::sync::Arc<model_context::model::Model> {
     use model_context::ModelContext;
     let dir = data_dir(env, default, script).join(name);
     let opts = model_context::OpenOptions {
@@ -175,7 +186,7 @@ pub fn golden_model(
         ..Default::default()
     };
     let ctx = model_context::StandardModelContext::open(dir.to_str().unwrap(), &opts).unwrap();
-    ctx.get_or_create_model(None).unwrap()
+    ctx.get_or_create_model(options).unwrap()
 }
 
 /// Rows of ids as one batch, right-padded to the longest (a pad mask only when needed).
