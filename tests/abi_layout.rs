@@ -73,7 +73,12 @@ fn layouts() -> Vec<Layout> {
         layout!(
             mc_model_options,
             12,
-            [(struct_size, 0, 4), (simplify, 4, 1), (dtype, 8, 4)]
+            [
+                (struct_size, 0, 4),
+                (simplify, 4, 1),
+                (dtype, 8, 4),
+                (skip_reorder, 12, 1),
+            ]
         ),
         layout!(
             mc_forward_request,

@@ -407,6 +407,38 @@ fn sampling_is_seeded_and_greedy_follows_the_logits() {
     assert_eq!(long.len(), window - prompt.len() + 1);
 }
 
+/// `skip_reorder` keeps a bfloat16 model's products on `linear` with no second copy of the
+/// weight matrices: nothing reordered, and the same logits within bfloat16's rounding.
+#[test]
+fn skip_reorder_keeps_one_copy_and_the_logits() {
+    use model_context::model::ModelDType;
+    let (dir, manifest) = golden();
+    let model = &manifest["models"][0];
+    let root = dir.join(model["root"].as_str().unwrap());
+    let inp = common::case_input(&model["cases"][0]);
+    let run = |skip_reorder| {
+        let opts = ModelOptions {
+            dtype: ModelDType::BFloat16,
+            skip_reorder,
+            ..Default::default()
+        };
+        let m = open(&root).get_or_create_model(Some(opts)).unwrap();
+        let l = m.forward(&inp, &[]).unwrap().logits.unwrap().tensor;
+        (m.reordered_bytes(), l.to_kind(tch::Kind::Float))
+    };
+    let ((copied, reordered), (none, plain)) = (run(false), run(true));
+    assert_eq!(none, 0, "skip_reorder still reordered {none} bytes");
+    if copied == 0 {
+        eprintln!("oneDNN took no bfloat16 matrix on this CPU: both ran linear");
+    }
+    let scale = plain.abs().max().double_value(&[]);
+    let d = (&reordered - &plain).abs().max().double_value(&[]);
+    assert!(
+        d <= 2e-2 * scale,
+        "reordered vs linear logits: {d} of {scale}"
+    );
+}
+
 /// bfloat16 and float16 against float32 on every golden case (docs/performance.md quotes the
 /// printed table): the logits stay within a few percent of their own scale, and the top-1
 /// token agrees at nearly every real position.

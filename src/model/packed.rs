@@ -30,24 +30,43 @@ fn raw(t: &Tensor) -> *const c_void {
     t.as_ptr().cast()
 }
 
-/// `w` `[out, in]` reordered for oneDNN, where that is the faster product: bfloat16 on the
-/// CPU. None elsewhere, or when oneDNN refuses it or its product disagrees with `linear` (a
-/// check on three rows at creation), so the model keeps `linear`. Float32 would gain too
-/// (1.85x on a batch-8 decoding step), but oneDNN's float32 kernels draw uninitialised-value
-/// reports from valgrind inside its own threads, which the test command's runs would have
-/// to suppress.
-pub fn pack(w: &Tensor) -> Option<Tensor> {
-    if w.device() != Device::Cpu || w.kind() != Kind::BFloat16 || w.dim() != 2 {
+/// How oneDNN multiplies a weight matrix, where it does.
+pub enum Packed {
+    /// bfloat16: a copy reordered into oneDNN's blocked layout (what AMX kernels read).
+    Reordered(Tensor),
+    /// float32: the matrix as it is. oneDNN's float32 product beats MKL's `linear` by
+    /// 1.1-2.7x at 1-8 rows (GPT-2 small's shapes, 2 threads), and reorders all of those
+    /// matrices but the vocabulary one into the plain layout they already have, so a copy
+    /// would gain little (the vocabulary matrix 1.1-1.4x at 1-8 rows) for its memory.
+    Plain,
+}
+
+/// How `w` `[out, in]` is multiplied through oneDNN: float32 and bfloat16 on the CPU (float16
+/// has no fast CPU kernels here; bfloat16 only when a `reorder`ed copy is allowed). None
+/// elsewhere, or when oneDNN refuses it or its product disagrees with `linear` (a check on
+/// three rows at creation), so the model keeps `linear`.
+pub fn pack(w: &Tensor, reorder: bool) -> Option<Packed> {
+    if w.device() != Device::Cpu || w.dim() != 2 {
         return None;
     }
-    let packed = owned(unsafe { mc_packed_reorder(raw(w), 1) }).ok()?;
+    let packed = match w.kind() {
+        Kind::BFloat16 if reorder => {
+            Packed::Reordered(owned(unsafe { mc_packed_reorder(raw(w), 1) }).ok()?)
+        }
+        Kind::Float => Packed::Plain,
+        _ => return None,
+    };
+    let by = match &packed {
+        Packed::Reordered(p) => p,
+        Packed::Plain => w,
+    };
     let check = || -> TchResult<bool> {
         let x = Tensor::f_arange(3 * w.size()[1], (Kind::Float, Device::Cpu))?
             .f_sin()?
             .f_view([3, w.size()[1]])?
             .f_to_kind(w.kind())?;
         let want = x.f_linear::<&Tensor>(w, None)?.f_to_kind(Kind::Float)?;
-        let got = linear(&x, &packed, w.size()[0], None)?.f_to_kind(Kind::Float)?;
+        let got = linear(&x, by, w.size()[0], None)?.f_to_kind(Kind::Float)?;
         let scale = want.f_abs()?.f_max()?.double_value(&[]).max(1.0);
         let d = got.f_sub(&want)?.f_abs()?.f_max()?.double_value(&[]);
         Ok(d <= 1e-2 * scale)
@@ -55,7 +74,8 @@ pub fn pack(w: &Tensor) -> Option<Tensor> {
     check().ok()?.then_some(packed)
 }
 
-/// `x @ w^T + bias` over the last axis of `x` with `packed` from `pack` (`out` rows of `w`).
+/// `x @ w^T + bias` over the last axis of `x` through oneDNN, with `packed` the reordered copy
+/// or the plain matrix (`pack`; `out` rows of `w`).
 pub fn linear(x: &Tensor, packed: &Tensor, out: i64, bias: Option<&Tensor>) -> TchResult<Tensor> {
     let mut shape = x.size();
     let inner = shape.last().copied().unwrap_or(0);
@@ -83,20 +103,32 @@ mod tests {
     fn a_packed_product_equals_linear_and_a_gradient_changes_no_value() {
         tch::manual_seed(5);
         let w = Tensor::randn([37, 24], (Kind::Float, Device::Cpu));
-        for kind in [Kind::Half, Kind::Float] {
-            assert!(pack(&w.to_kind(kind)).is_none(), "{kind:?} keeps linear");
+        assert!(
+            pack(&w.to_kind(Kind::Half), true).is_none(),
+            "float16 keeps linear"
+        );
+        let bf16 = w.to_kind(Kind::BFloat16);
+        assert!(
+            pack(&bf16, false).is_none(),
+            "no copy allowed: bfloat16 keeps linear"
+        );
+        for (kind, tolerance) in [(Kind::BFloat16, 1e-2), (Kind::Float, 1e-5)] {
+            let (w, b) = (w.to_kind(kind), Tensor::randn([37], (kind, Device::Cpu)));
+            match pack(&w, true) {
+                Some(Packed::Reordered(p)) => check_packed(&w, &b, &p, tolerance),
+                Some(Packed::Plain) => check_packed(&w, &b, &w, tolerance),
+                None => eprintln!("oneDNN does not take {kind:?} on this CPU: packing is off"),
+            }
         }
-        let (kind, tolerance) = (Kind::BFloat16, 1e-2);
-        let (w, b) = (w.to_kind(kind), Tensor::randn([37], (kind, Device::Cpu)));
-        let Some(p) = pack(&w) else {
-            eprintln!("oneDNN does not take {kind:?} on this CPU: packing is off for it");
-            return;
-        };
+    }
+
+    fn check_packed(w: &Tensor, b: &Tensor, p: &Tensor, tolerance: f64) {
+        let kind = w.kind();
         for shape in [vec![1, 24], vec![2, 24], vec![2, 65, 24]] {
             let x = Tensor::randn(shape.as_slice(), (kind, Device::Cpu));
-            for bias in [None, Some(&b)] {
-                let got = crate::model::product::linear(&x, &w, Some(&p), bias).unwrap();
-                let want = x.linear(&w, bias);
+            for bias in [None, Some(b)] {
+                let got = crate::model::product::linear(&x, w, Some(p), bias).unwrap();
+                let want = x.linear(w, bias);
                 assert_eq!(got.size(), want.size());
                 let scale = max_diff(&want, &want.zeros_like()).max(1.0);
                 let d = max_diff(&got, &want);
@@ -105,8 +137,8 @@ mod tests {
         }
         // An input that needs a gradient gets the same value, and linear's gradient.
         let x = Tensor::randn([3, 24], (kind, Device::Cpu)).set_requires_grad(true);
-        let plain = crate::model::product::linear(&x.detach(), &w, Some(&p), Some(&b));
-        let y = crate::model::product::linear(&x, &w, Some(&p), Some(&b)).unwrap();
+        let plain = crate::model::product::linear(&x.detach(), w, Some(p), Some(b));
+        let y = crate::model::product::linear(&x, w, Some(p), Some(b)).unwrap();
         assert!(
             y.equal(&plain.unwrap()),
             "{kind:?}: a gradient changed the value"

@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
   if (argc < 2) return 2;
   INIT_RULE(mc_open_options, mc_open_options_init, sizeof(mc_open_options));
   INIT_RULE(mc_weight_request, mc_weight_request_init, sizeof(mc_weight_request));
-  INIT_RULE(mc_model_options, mc_model_options_init, sizeof(mc_model_options));
+  INIT_RULE(mc_model_options, mc_model_options_init, offsetof(mc_model_options, skip_reorder));
   INIT_RULE(mc_forward_request, mc_forward_request_init, FORWARD_REQUEST_0_2);
   INIT_RULE(mc_edit, mc_edit_init, sizeof(mc_edit));
   INIT_RULE(mc_objective, mc_objective_init, sizeof(mc_objective));
