@@ -129,14 +129,14 @@ impl Tokenizer {
             .filter(|&id| spans[id as usize].1 != GAP && !specials.iter().any(|(_, s)| *s == id))
             .collect();
         let ranks = RankTable::build(&bytes, &spans, &mergeable);
-        if (0..=255u8).any(|b| ranks.get(&bytes, &[b]).is_none()) {
+        if (0..=255u8).any(|b| ranks.get(&bytes, &spans, &[b]).is_none()) {
             return Err(internal(encoding_name, "a single byte is not a token"));
         }
         pretokenize::init();
         let byte_pairs = (0..1usize << 16)
             .map(|k| {
                 ranks
-                    .get(&bytes, &[(k >> 8) as u8, k as u8])
+                    .get(&bytes, &spans, &[(k >> 8) as u8, k as u8])
                     .unwrap_or(Rank::MAX)
             })
             .collect();
@@ -334,7 +334,7 @@ impl Tokenizer {
     /// The rank of a byte string, if it is a (non-special) token.
     #[inline]
     pub(crate) fn rank(&self, bytes: &[u8]) -> Option<Rank> {
-        self.ranks.get(&self.bytes, bytes)
+        self.ranks.get(&self.bytes, &self.spans, bytes)
     }
 
     fn encode_impl(&self, text: &str, parallel: bool) -> Result<Vec<Rank>> {
