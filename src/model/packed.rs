@@ -35,9 +35,10 @@ pub enum Packed {
     /// bfloat16: a copy reordered into oneDNN's blocked layout (what AMX kernels read).
     Reordered(Tensor),
     /// float32: the matrix as it is. oneDNN's float32 product beats MKL's `linear` by
-    /// 1.1-2.7x at 1-8 rows (GPT-2 small's shapes, 2 threads), and reorders all of those
-    /// matrices but the vocabulary one into the plain layout they already have, so a copy
-    /// would gain little (the vocabulary matrix 1.1-1.4x at 1-8 rows) for its memory.
+    /// 1.1-2.7x at 1-8 rows (GPT-2 small's shapes, 2 threads; `product` still takes its
+    /// matrix path below three rows), and reorders all of those matrices but the vocabulary
+    /// one into the plain layout they already have, so a copy would gain little (the
+    /// vocabulary matrix 1.1-1.4x at 1-8 rows) for its memory.
     Plain,
 }
 
