@@ -43,9 +43,10 @@ def generate(model, batch, new):
 def bound(model, batch, reps=20):
     """Tokens/s if a step cost only its matrix products, each way libtorch offers timed over the
     whole step and the fastest taken: `x @ W` in HF's layout (what `linear` runs), `W @ x^T`
-    on the `[out, in]` matrix with at least two columns (the library's float32 CPU path,
-    src/model/product.rs), and oneDNN on the `[out, in]` matrix reordered once (its bfloat16
-    path, src/model/packed.rs)."""
+    on the `[out, in]` matrix with at least two columns (the library's float32 CPU path below
+    three rows, src/model/product.rs), and oneDNN on the `[out, in]` matrix reordered once (its
+    bfloat16 path, src/model/packed.rs; at least as fast as oneDNN on the plain float32 matrix,
+    its float32 path from three rows)."""
     sd = model.state_dict()
     dtype = next(model.parameters()).dtype
     weights = [w for k, w in sd.items() if k.endswith(".weight") and w.dim() == 2 and ".h." in k]

@@ -59,9 +59,10 @@ def bound(cfg, b, t, logits, dtype, reps):
     """Median seconds of the request's matrix products alone, on distinct random operands laid
     out as the model holds them: weights `[n, k]`, keys `[t, d_head]` per head (`q @ k^T`),
     values `[t, d_head]` (`probs @ v`). Weight products are timed each way libtorch offers
-    (`linear`; `w @ x^T` with at least two columns, the library's float32 CPU path in
-    src/model/product.rs; oneDNN on a weight reordered once, its bfloat16 path in
-    src/model/packed.rs), and the fastest run is the bound."""
+    (`linear`; `w @ x^T` with at least two columns, the library's float32 CPU path below three
+    rows, src/model/product.rs; oneDNN on a weight reordered once, the library's bfloat16 path
+    in src/model/packed.rs, at least as fast as oneDNN on the plain float32 matrix, its float32
+    path from three rows), and the fastest run is the bound."""
     import torch
     kind = {"f32": torch.float32, "bf16": torch.bfloat16}[dtype]
     ways = ([], [], [])

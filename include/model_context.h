@@ -465,6 +465,10 @@ typedef struct mc_model_options {
    True: no such copy (default false; also for callers built with the older 12-byte size).
    */
   bool skip_reorder;
+  /*
+   Must be zero.
+   */
+  uint8_t reserved[3];
 } mc_model_options;
 
 /*
@@ -1242,7 +1246,8 @@ MC_API mc_status mc_sample_options_init(struct mc_sample_options *opts, size_t s
  create a default model when none exists. Thread-safe.
 
  Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`), `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below
- the 0.2 size, `opts->dtype` out of range or `MC_DTYPE_NONE`, options differing from the
+ the 0.2 size, `opts->dtype` out of range or `MC_DTYPE_NONE`, `opts->reserved` not zero,
+ options (`skip_reorder` included, whether or not it applies) differing from the
  model already created), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past
  the library's size of `opts`), every error of reading a weight (see `mc_get_weight`),
  `MC_ERR_DEVICE`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.

@@ -78,6 +78,7 @@ fn layouts() -> Vec<Layout> {
                 (simplify, 4, 1),
                 (dtype, 8, 4),
                 (skip_reorder, 12, 1),
+                (reserved, 13, 3),
             ]
         ),
         layout!(

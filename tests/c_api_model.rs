@@ -293,6 +293,13 @@ fn bad_requests_have_their_status_and_leave_the_context_usable() {
         unsafe { mc_create_model(ctx, &opts) },
         MC_ERR_INVALID_ARGUMENT
     );
+    let mut opts = common::init(mc_model_options_init);
+    opts.reserved[1] = 1;
+    assert_eq!(
+        unsafe { mc_create_model(ctx, &opts) },
+        MC_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("`opts->reserved` = [0, 1, 0] must be zero"));
     let out = forward(ctx, &request(&good, 1, 3, &[], &[])).expect("still usable");
     unsafe { mc_forward_output_free(out) };
     unsafe { mc_free(ctx) };

@@ -92,6 +92,8 @@ pub struct mc_model_options {
     /// for oneDNN (the matrices' size in memory again; their products 1.3-2x faster).
     /// True: no such copy (default false; also for callers built with the older 12-byte size).
     pub skip_reorder: bool,
+    /// Must be zero.
+    pub reserved: [u8; 3],
 }
 
 /// A forward pass request; fill with `mc_forward_request_init(&r, sizeof r)`. Every pointer is
@@ -181,6 +183,7 @@ impl AbiStruct for mc_model_options {
         (&raw mut (*p).simplify).write(false);
         (&raw mut (*p).dtype).write(MC_DTYPE_FLOAT32);
         (&raw mut (*p).skip_reorder).write(false);
+        (&raw mut (*p).reserved).write([0; 3]);
     }
 }
 
@@ -348,7 +351,8 @@ pub unsafe extern "C" fn mc_sample_options_init(
 /// create a default model when none exists. Thread-safe.
 ///
 /// Errors: `MC_ERR_NULL_ARGUMENT` (`ctx`), `MC_ERR_INVALID_ARGUMENT` (`opts->struct_size` below
-/// the 0.2 size, `opts->dtype` out of range or `MC_DTYPE_NONE`, options differing from the
+/// the 0.2 size, `opts->dtype` out of range or `MC_DTYPE_NONE`, `opts->reserved` not zero,
+/// options (`skip_reorder` included, whether or not it applies) differing from the
 /// model already created), `MC_ERR_UNSUPPORTED` (a tokenizer-only context, a non-zero byte past
 /// the library's size of `opts`), every error of reading a weight (see `mc_get_weight`),
 /// `MC_ERR_DEVICE`, `MC_ERR_OUT_OF_MEMORY`, `MC_ERR_PANIC`.
@@ -363,6 +367,12 @@ pub unsafe extern "C" fn mc_create_model(
     guard(|| {
         let ctx = ctx_arg(ctx)?;
         let o = read_options(opts, "opts")?;
+        if o.reserved != [0; 3] {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("`opts->reserved` = {:?} must be zero", o.reserved),
+            ));
+        }
         let dtype = dtype_arg(o.dtype)?.ok_or_else(|| {
             err(
                 ErrorKind::InvalidArgument,

@@ -261,7 +261,8 @@ pub struct Model {
     device: Device,
     options: ModelOptions,
     params: PieceMap<OwnedTensor>,
-    /// Weight matrices reordered for oneDNN (`packed::pack`), where that is faster.
+    /// Weight matrices oneDNN multiplies (`packed::pack`): reordered copies, or float32
+    /// matrices shared as they are.
     packed: PieceMap<OwnedTensor>,
     /// Bytes of the reordered copies in `packed` (the memory they add).
     reordered_bytes: usize,
@@ -356,8 +357,8 @@ impl Model {
         Ok(())
     }
 
-    /// The memory the reordered copies of the weight matrices take (0 with `skip_reorder`,
-    /// in float32, or off the CPU), for callers that budget memory.
+    /// About the memory the reordered copies of the weight matrices take (their own size;
+    /// oneDNN's layout may pad a little), 0 with `skip_reorder`, in float32 or off the CPU.
     pub fn reordered_bytes(&self) -> usize {
         self.reordered_bytes
     }

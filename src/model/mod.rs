@@ -1,7 +1,7 @@
 //! The model: the forward pass with its activations exposed (`forward`), edits during it
 //! (`edits`), objectives and their gradients (`objective`), incremental decoding with a
 //! key-value cache (`decode`) and sampling (`sampling`), every weight product through
-//! `product` (with weights reordered for oneDNN by `packed` where that is faster).
+//! `product` (through oneDNN by `packed` where that is faster).
 pub mod decode;
 pub mod edits;
 pub mod forward;

@@ -1,6 +1,7 @@
-// Weight products through oneDNN with the weight reordered once into oneDNN's own layout
-// (mkldnn::_reorder_linear_weight and mkldnn::_linear_pointwise, the operators PyTorch's CPU
-// compiler uses): libtorch's `linear` reorders a bfloat16 weight on every call. These two
+// Weight products through oneDNN (mkldnn::_linear_pointwise, the operator PyTorch's CPU
+// compiler uses), on a weight reordered once into oneDNN's own layout
+// (mkldnn::_reorder_linear_weight; libtorch's `linear` reorders a bfloat16 weight on every
+// call) or on a plain float32 matrix. These two
 // operators are registered by libtorch but not part of the ATen API tch wraps, so they are
 // called through the dispatcher here. Every entry point catches C++ exceptions: a null result
 // and `mc_packed_last_error` report them.
@@ -47,7 +48,7 @@ at::Tensor *mc_packed_reorder(const at::Tensor *w, int64_t rows) {
   });
 }
 
-// x [rows, in] times the reordered weight, plus `bias` [out] when not null.
+// x [rows, in] times the reordered or plain weight, plus `bias` [out] when not null.
 at::Tensor *mc_packed_linear(const at::Tensor *x, const at::Tensor *w, const at::Tensor *bias) {
   return guarded([&] {
     c10::IValue b = bias ? c10::IValue(*bias) : c10::IValue();

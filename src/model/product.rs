@@ -1,13 +1,14 @@
 //! The one way the model multiplies activations by a weight matrix `[out, in]` (a linear layer
-//! or the unembedding), choosing libtorch's call by device and dtype.
+//! or the unembedding), choosing libtorch's call by device, dtype and rows.
 //!
-//! Measured on this project's CPU machines (MKL, float32, 2 threads): `x @ W^T` as libtorch's
-//! `linear` runs a matrix-vector product on one core at about half the memory bandwidth, and a
-//! few rows at once no faster; `W @ x^T` with at least two columns runs the matrix path on
-//! every core at the bandwidth. A decoding step over GPT-2 small's weights takes 16.5 ms
-//! instead of 34 ms that way, and the 128-row unembedding 86 ms instead of 99 ms. From about
-//! 256 rows on, `linear` is as fast or faster (a true matrix product, and no transposed copy of
-//! the result), so larger inputs keep it, as do bfloat16 and float16 (oneDNN) and CUDA.
+//! On the CPU, bfloat16 and float32 from `ONEDNN_MIN_ROWS_F32` rows go through oneDNN
+//! (`packed`). Below that, float32 takes the matrix path, measured on this project's CPU
+//! machines (MKL, 2 threads): `x @ W^T` as libtorch's `linear` runs a matrix-vector product on
+//! one core at about half the memory bandwidth, and a few rows at once no faster; `W @ x^T`
+//! with at least two columns runs the matrix path on every core at the bandwidth. A decoding
+//! step over GPT-2 small's weights takes 16.5 ms instead of 34 ms that way. Without oneDNN,
+//! from about 256 rows on, `linear` is as fast or faster (a true matrix product, and no
+//! transposed copy of the result), so larger inputs keep it, as do float16 and CUDA.
 use tch::{Device, Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
@@ -46,9 +47,9 @@ fn takes_onednn(x: &Tensor) -> bool {
 }
 
 /// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it,
-/// through `packed` (`w` reordered by `packed::pack`) when given. The reordered product has
-/// no backward: where a gradient flows through `x`, the value is still the reordered
-/// product's (so a request gives the same logits with or without an objective) plus an exact
+/// through oneDNN on `packed` (`w` readied by `packed::pack`) when given and `takes_onednn`.
+/// oneDNN's product has no backward: where a gradient flows through `x`, the value is still
+/// oneDNN's (so a request gives the same logits with or without an objective) plus an exact
 /// zero carrying the dense product's gradient, which costs that product a second time.
 pub fn linear(
     x: &Tensor,

@@ -413,10 +413,13 @@ func (c *Context) EncodeBatch(texts []string) ([][]uint32, error) {
 	return out, nil
 }
 
-// ModelOptions configure the context's model (the zero value: float32, not simplified).
+// ModelOptions configure the context's model (the zero value: float32, not simplified, a
+// bfloat16 model with its reordered copy of the weight matrices on the CPU).
 type ModelOptions struct {
 	Simplify bool
 	DType    ModelDType
+	// SkipReorder keeps no reordered copy (mc_model_options.skip_reorder).
+	SkipReorder bool
 }
 
 // CreateModel creates the context's model with opts; the first creation wins and a later
@@ -431,6 +434,7 @@ func (c *Context) CreateModel(opts ModelOptions) error {
 	}
 	o.simplify = C.bool(opts.Simplify)
 	o.dtype = C.mc_dtype(opts.DType)
+	o.skip_reorder = C.bool(opts.SkipReorder)
 	return c.use(func(p *C.mc_context) error {
 		return call("mc_create_model", func() C.mc_status { return C.mc_create_model(p, &o) })
 	})
