@@ -60,19 +60,31 @@ fn main() {
     compile_packed(&lib);
 }
 
-/// `src/model/packed.cpp` (see there), against the headers of the libtorch being linked.
+/// The C++ half of the model (`src/model/*.cpp`: oneDNN's operators, the few-row products),
+/// against the headers of the libtorch being linked. With OpenMP (`-fopenmp`, libtorch's own
+/// `libgomp.so.1` linked by name) where libtorch ships it, so `at::parallel_for` shares
+/// libtorch's thread pool; elsewhere those loops run on one thread.
 fn compile_packed(lib: &Path) {
-    println!("cargo:rerun-if-changed=src/model/packed.cpp");
+    let sources = ["src/model/packed.cpp", "src/model/gemv.cpp"];
+    println!("cargo:rerun-if-changed=src/model/guarded.h");
     let root = lib.parent().unwrap_or(lib);
     let include = root.join("include");
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .std("c++17")
-        .file("src/model/packed.cpp")
+        .files(sources)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
-        .flag_if_supported("-w")
-        .compile("mc_packed");
+        .flag_if_supported("-w");
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    if lib.join("libgomp.so.1").exists() {
+        build.flag("-fopenmp");
+        println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
+    }
+    build.compile("mc_packed");
 }

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod edits;
 pub mod forward;
+pub mod gemv;
 pub mod objective;
 pub mod packed;
 pub mod product;

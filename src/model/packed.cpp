@@ -3,31 +3,19 @@
 // (mkldnn::_reorder_linear_weight; libtorch's `linear` reorders a bfloat16 weight on every
 // call) or on a plain float32 matrix. These two
 // operators are registered by libtorch but not part of the ATen API tch wraps, so they are
-// called through the dispatcher here. Every entry point catches C++ exceptions: a null result
-// and `mc_packed_last_error` report them.
+// called through the dispatcher here. Every entry point catches C++ exceptions (`guarded.h`).
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/ivalue.h>
 
-#include <exception>
 #include <string>
 #include <vector>
 
+#include "guarded.h"
+
 namespace {
 
-thread_local std::string last_error;
-
-template <class F>
-at::Tensor *guarded(F f) {
-  try {
-    return new at::Tensor(f());
-  } catch (const std::exception &e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return nullptr;
-}
+using mc::guarded;
 
 at::Tensor call(const char *name, std::vector<c10::IValue> stack) {
   auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
@@ -39,7 +27,7 @@ at::Tensor call(const char *name, std::vector<c10::IValue> stack) {
 
 extern "C" {
 
-const char *mc_packed_last_error() { return last_error.c_str(); }
+const char *mc_packed_last_error() { return mc::last_error.c_str(); }
 
 // `w` [out, in] reordered for products of about `rows` rows.
 at::Tensor *mc_packed_reorder(const at::Tensor *w, int64_t rows) {

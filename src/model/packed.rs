@@ -14,8 +14,9 @@ extern "C" {
     fn mc_packed_linear(x: *const c_void, w: *const c_void, bias: *const c_void) -> *mut c_void;
 }
 
-/// Takes ownership of a tensor `packed.cpp` allocated, or its error.
-fn owned(t: *mut c_void) -> TchResult<Tensor> {
+/// Takes ownership of a tensor the C++ half (`packed.cpp`, `gemv.cpp`) allocated, or its
+/// error (`guarded.h`).
+pub(crate) fn owned(t: *mut c_void) -> TchResult<Tensor> {
     if t.is_null() {
         // SAFETY: the message is a NUL-terminated string owned by this thread's C++ side.
         let m = unsafe { CStr::from_ptr(mc_packed_last_error()) };
@@ -26,7 +27,7 @@ fn owned(t: *mut c_void) -> TchResult<Tensor> {
     Ok(unsafe { Tensor::from_ptr(t.cast()) })
 }
 
-fn raw(t: &Tensor) -> *const c_void {
+pub(crate) fn raw(t: &Tensor) -> *const c_void {
     t.as_ptr().cast()
 }
 

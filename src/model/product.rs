@@ -1,14 +1,16 @@
 //! The one way the model multiplies activations by a weight matrix `[out, in]` (a linear layer
-//! or the unembedding), choosing libtorch's call by device, dtype and rows.
+//! or the unembedding), choosing the kernel by device, dtype and rows.
 //!
-//! On the CPU, bfloat16 and float32 from `ONEDNN_MIN_ROWS_F32` rows go through oneDNN
-//! (`packed`). Below that, float32 takes the matrix path, measured on this project's CPU
-//! machines (MKL, 2 threads): `x @ W^T` as libtorch's `linear` runs a matrix-vector product on
-//! one core at about half the memory bandwidth, and a few rows at once no faster; `W @ x^T`
-//! with at least two columns runs the matrix path on every core at the bandwidth. A decoding
-//! step over GPT-2 small's weights takes 16.5 ms instead of 34 ms that way. Without oneDNN,
-//! from about 256 rows on, `linear` is as fast or faster (a true matrix product, and no
-//! transposed copy of the result), so larger inputs keep it, as do float16 and CUDA.
+//! On the CPU, one or two rows (a decoding step) go through this crate's own kernels (`gemv`)
+//! where the CPU has them (AVX-512; bfloat16 also AVX-512 BF16). Otherwise bfloat16, and
+//! float32 from `ONEDNN_MIN_ROWS_F32` rows, go through oneDNN (`packed`). Below that, float32
+//! takes the matrix path, measured on this project's CPU machines (MKL, 2 threads): `x @ W^T`
+//! as libtorch's `linear` runs a matrix-vector product on one core at about half the memory
+//! bandwidth, and a few rows at once no faster; `W @ x^T` with at least two columns runs the
+//! matrix path on every core at the bandwidth. Without oneDNN, from about 256 rows on,
+//! `linear` is as fast or faster (a true matrix product, and no transposed copy of the
+//! result), so larger inputs keep it, as do float16 and CUDA.
+use crate::model::gemv;
 use tch::{Device, Kind, Tensor};
 
 type TchResult<T> = std::result::Result<T, tch::TchError>;
@@ -46,28 +48,33 @@ fn takes_onednn(x: &Tensor) -> bool {
     x.device() == Device::Cpu && (x.kind() != Kind::Float || rows(x) >= ONEDNN_MIN_ROWS_F32)
 }
 
-/// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it,
-/// through oneDNN on `packed` (`w` readied by `packed::pack`) when given and `takes_onednn`.
-/// oneDNN's product has no backward: where a gradient flows through `x`, the value is still
-/// oneDNN's (so a request gives the same logits with or without an objective) plus an exact
-/// zero carrying the dense product's gradient, which costs that product a second time.
+/// `x @ w^T + bias` over the last axis of `x` (any leading axes), as `linear` defines it:
+/// through the few-row kernels (`gemv::takes`), else through oneDNN on `packed` (`w` readied by
+/// `packed::pack`) when given and `takes_onednn`, else libtorch. Those two kernels have no
+/// backward: where a gradient flows through `x`, the value is still theirs (so a request gives
+/// the same logits with or without an objective) plus an exact zero carrying the dense
+/// product's gradient, which costs that product a second time.
 pub fn linear(
     x: &Tensor,
     w: &Tensor,
     packed: Option<&Tensor>,
     bias: Option<&Tensor>,
 ) -> TchResult<Tensor> {
-    match packed.filter(|_| takes_onednn(x)) {
+    let fast = |x: &Tensor| match packed.filter(|_| takes_onednn(x)) {
+        _ if gemv::takes(x, w) => Some(gemv::linear(x, w, bias)),
+        Some(p) => Some(crate::model::packed::linear(x, p, w.size()[0], bias)),
+        None => None,
+    };
+    if !x.requires_grad() {
+        return fast(x).unwrap_or_else(|| dense(x, w, bias));
+    }
+    // Detached: libtorch's autograd kernel for the reordered product computes it another way,
+    // which rounds differently.
+    match fast(&x.f_detach()?) {
         None => dense(x, w, bias),
-        Some(p) => {
-            if !x.requires_grad() {
-                return crate::model::packed::linear(x, p, w.size()[0], bias);
-            }
-            // Detached: libtorch's autograd kernel for the reordered product computes it
-            // another way, which rounds differently.
-            let value = crate::model::packed::linear(&x.f_detach()?, p, w.size()[0], bias)?;
+        Some(value) => {
             let graph = dense(x, w, bias)?;
-            value.f_add(&graph.f_sub(&graph.f_detach()?)?)
+            value?.f_add(&graph.f_sub(&graph.f_detach()?)?)
         }
     }
 }
@@ -129,5 +136,30 @@ mod tests {
         ));
         let half = Tensor::zeros([1, 5], (Kind::BFloat16, Device::Cpu));
         assert!(!takes_matrix_path(&half, &w.to_kind(Kind::BFloat16)));
+    }
+
+    /// One row needing a gradient (an objective at a decoding-sized request): the value is the
+    /// fast kernel's, bit for bit, and the gradient is `linear`'s.
+    #[test]
+    fn a_gradient_through_one_row_keeps_the_value_and_gets_linears_gradient() {
+        tch::manual_seed(4);
+        for kind in [Kind::Float, Kind::BFloat16] {
+            let w = Tensor::randn([9, 40], (kind, Device::Cpu));
+            let b = Tensor::randn([9], (kind, Device::Cpu));
+            let x = Tensor::randn([1, 1, 40], (kind, Device::Cpu));
+            let plain = linear(&x, &w, None, Some(&b)).unwrap();
+            let xg = x.copy().set_requires_grad(true);
+            let y = linear(&xg, &w, None, Some(&b)).unwrap();
+            assert!(y.equal(&plain), "{kind:?}: a gradient changed the value");
+            y.sum(Kind::Float).backward();
+            let want =
+                w.to_kind(Kind::Float)
+                    .sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+            let d = (xg.grad().to_kind(Kind::Float).view([40]) - want)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d <= 0.1, "{kind:?}: gradient off by {d}");
+        }
     }
 }
