@@ -62,8 +62,8 @@ fn main() {
 
 /// The C++ half of the model (`src/model/*.cpp`: oneDNN's operators, the few-row products),
 /// against the headers of the libtorch being linked. With OpenMP (`-fopenmp`, libtorch's own
-/// `libgomp.so.1` linked by name) where libtorch ships it, so `at::parallel_for` shares
-/// libtorch's thread pool; elsewhere those loops run on one thread.
+/// libgomp linked by name) where libtorch ships one, so `at::parallel_for` shares libtorch's
+/// thread pool; elsewhere those loops run on one thread.
 fn compile_packed(lib: &Path) {
     let sources = ["src/model/packed.cpp", "src/model/gemv.cpp"];
     println!("cargo:rerun-if-changed=src/model/guarded.h");
@@ -82,9 +82,21 @@ fn compile_packed(lib: &Path) {
     for source in sources {
         println!("cargo:rerun-if-changed={source}");
     }
-    if lib.join("libgomp.so.1").exists() {
+    if let Some(gomp) = libgomp(lib) {
         build.flag("-fopenmp");
-        println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
+        println!("cargo:rustc-link-lib=dylib:+verbatim={gomp}");
     }
     build.compile("mc_packed");
+}
+
+/// The libgomp libtorch ships in `lib` (`libgomp.so.1` in the pip wheels, a hashed name such as
+/// `libgomp-98b21ff3.so.1` in the pytorch.org archives), by file name.
+fn libgomp(lib: &Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("libgomp") && n.contains(".so"))
+        .collect();
+    names.sort();
+    names.into_iter().next()
 }
