@@ -17,9 +17,12 @@ library), same thread count, float32 and bfloat16:
 Rows: forward 1x128, 8x128 and 1x1024 tokens with logits at every position and at the last one
 (llama.cpp: prompt processing with that many outputs), and greedy generation of 128 tokens after
 a 32-token prompt. Reports medians in seconds, each forward as a fraction of its bound, and each
-peer's time over ours. Usage:
+peer's time over ours. Then, because this machine's speed drifts by tens of percent within
+minutes, generation against llama.cpp again as PAIRS back-to-back pairs (one generation each,
+a fresh process each, alternating which goes first), with the median of the pairs' ratios.
+Usage:
 
-  bench_perf.py [--reps 5] [--threads N] [--dtypes f32,bf16] [--no-llama]
+  bench_perf.py [--reps 5] [--pairs 5] [--threads N] [--dtypes f32,bf16] [--no-llama]
 """
 import argparse
 import json
@@ -120,11 +123,32 @@ def report(results, bounds):
         print(" ".join(cells))
 
 
+def generation_pairs(exe, llama, dtype, threads, pairs, env):
+    """Seconds of (ours, llama.cpp) for each back-to-back pair of one generation each, the first
+    of a pair alternating, and the median of llama.cpp's time over ours."""
+    py, folder = llama
+    env = dict(env, MC_BENCH_ONLY="generate")
+    ours = lambda: run_json([exe, HF_DIR, dtype, "1"], env)["generate"]  # noqa: E731
+    theirs = lambda: run_json([py, os.path.join(REPO, "benches", "bench_perf_llama.py"),  # noqa: E731
+                               os.path.join(folder, f"model-{dtype}.gguf"), dtype, str(threads), "1"],
+                              env)["generate"]
+    timings = []
+    for i in range(pairs):
+        if i % 2:
+            t, o = theirs(), ours()
+        else:
+            o, t = ours(), theirs()
+        timings.append((o, t))
+    ratios = sorted(t / o for o, t in timings)
+    return timings, ratios[len(ratios) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtypes", default="f32,bf16")
+    ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--no-llama", action="store_true")
     args = ap.parse_args()
     import torch
@@ -170,6 +194,12 @@ def main():
                   f"{results['c-api']['check_vs_f32']['top1_agree']:.3f}")
         report(results, bounds)
         everything[dtype] = {"results": results, "bounds": bounds}
+        if llama and args.pairs > 0:
+            timings, median = generation_pairs(exe, llama, dtype, threads, args.pairs, env)
+            print(f"generate, {args.pairs} back-to-back pairs (ours s, llama.cpp s): "
+                  + ", ".join(f"({o:.3f}, {t:.3f})" for o, t in timings)
+                  + f"; llama.cpp over ours, median {median:.2f}x")
+            everything[dtype]["generate_pairs"] = {"timings": timings, "median_ratio": median}
     with open(os.path.join(REPO, "target", "bench-perf.json"), "w") as f:
         json.dump(everything, f, indent=1)
 

@@ -5,7 +5,8 @@ drives it; no Python-side copies of the logits), on a GGUF written by llama_gguf
 bench_perf.c: prompt processing of 1x128, 8x128 (eight sequences in one batch) and 1x1024 with
 logits at every position and at the last one, and greedy generation of 128 tokens after a
 32-token prompt. Before timing, checks its float32 logits of the 1x128 prompt against the C API's.
-Prints one JSON object of medians in seconds.
+Prints one JSON object of medians in seconds. With MC_BENCH_ONLY=ROW (as bench_perf.c), only that
+row runs.
 
   bench_perf_llama.py MODEL.gguf f32|bf16 THREADS REPS [C_API_LOGITS_FILE]
 """
@@ -95,15 +96,20 @@ def main():
         out["check_logit_scale"] = float(np.abs(ours).max())
         out["check_top1_agree"] = float((ours.argmax(-1) == theirs.argmax(-1)).mean())
         r.close()
+    only = os.environ.get("MC_BENCH_ONLY")
     for b, t in SHAPES:
+        names = [n for n in ("all", "last") if only in (None, f"{b}x{t}_{n}")]
+        if not names:
+            continue
         r = Runner(model, dtype, threads, b, t)
         rows = [ids[k * t:(k + 1) * t] for k in range(b)]
-        for name, every in (("all", True), ("last", False)):
-            out[f"{b}x{t}_{name}"] = timed(lambda: r.prompt(rows, every), reps)
+        for name in names:
+            out[f"{b}x{t}_{name}"] = timed(lambda: r.prompt(rows, name == "all"), reps)
         r.close()
-    r = Runner(model, dtype, threads, 1, PROMPT + NEW_TOKENS)
-    out["generate"] = timed(lambda: r.generate(ids[:PROMPT]), reps)
-    r.close()
+    if only in (None, "generate"):
+        r = Runner(model, dtype, threads, 1, PROMPT + NEW_TOKENS)
+        out["generate"] = timed(lambda: r.generate(ids[:PROMPT]), reps)
+        r.close()
     L.llama_model_free(model)
     print(json.dumps(out))
 
