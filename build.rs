@@ -82,7 +82,8 @@ fn compile_packed(lib: &Path) {
     for source in sources {
         println!("cargo:rerun-if-changed={source}");
     }
-    if let Some(gomp) = libgomp(lib) {
+    println!("cargo:rerun-if-changed={}", lib.display());
+    if let Some(gomp) = libgomp(lib, &build) {
         build.flag("-fopenmp");
         println!("cargo:rustc-link-lib=dylib:+verbatim={gomp}");
     }
@@ -90,13 +91,18 @@ fn compile_packed(lib: &Path) {
 }
 
 /// The libgomp libtorch ships in `lib` (`libgomp.so.1` in the pip wheels, a hashed name such as
-/// `libgomp-98b21ff3.so.1` in the pytorch.org archives), by file name.
-fn libgomp(lib: &Path) -> Option<String> {
+/// `libgomp-98b21ff3.so.1` in the pytorch.org archives), by file name; none with a compiler
+/// other than GCC (clang's `-fopenmp` calls libomp, which libgomp does not provide).
+fn libgomp(lib: &Path, build: &cc::Build) -> Option<String> {
+    let compiler = build.try_get_compiler().ok()?;
+    if !compiler.is_like_gnu() || compiler.is_like_clang() {
+        return None;
+    }
     let mut names: Vec<String> = std::fs::read_dir(lib)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.starts_with("libgomp") && n.contains(".so"))
         .collect();
-    names.sort();
+    names.sort_by_key(|n| (n != "libgomp.so.1", n.clone()));
     names.into_iter().next()
 }

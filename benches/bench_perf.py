@@ -27,6 +27,7 @@ Usage:
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -139,8 +140,7 @@ def generation_pairs(exe, llama, dtype, threads, pairs, env):
         else:
             o, t = ours(), theirs()
         timings.append((o, t))
-    ratios = sorted(t / o for o, t in timings)
-    return timings, ratios[len(ratios) // 2]
+    return timings, statistics.median(t / o for o, t in timings)
 
 
 def main():

@@ -461,7 +461,8 @@ typedef struct mc_model_options {
   mc_dtype dtype;
   /*
    In bfloat16 on the CPU the model keeps a second copy of each weight matrix reordered
-   for oneDNN (the matrices' size in memory again; their products 1.3-2x faster).
+   for oneDNN (the matrices' size in memory again; products of three or more rows, and of
+   any rows on CPUs without AVX-512 BF16, 1.3-2x faster).
    True: no such copy (default false; also for callers built with the older 12-byte size).
    */
   bool skip_reorder;

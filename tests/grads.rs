@@ -159,7 +159,8 @@ fn finite_differences_through_edits_agree_with_the_gradient() {
     eprintln!("finite differences: worst |fd - grad| {worst:.2e}");
 }
 
-/// The golden model in bfloat16 (its products through oneDNN's reordered weights).
+/// The golden model in bfloat16 (its products through the few-row kernels or oneDNN's
+/// reordered weights).
 fn model_bf16() -> Arc<Model> {
     use model_context::model::{ModelDType, ModelOptions};
     let bf16 = ModelOptions {

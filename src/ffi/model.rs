@@ -89,7 +89,8 @@ pub struct mc_model_options {
     /// `MC_DTYPE_FLOAT32` (default), `MC_DTYPE_FLOAT16` or `MC_DTYPE_BFLOAT16`.
     pub dtype: mc_dtype,
     /// In bfloat16 on the CPU the model keeps a second copy of each weight matrix reordered
-    /// for oneDNN (the matrices' size in memory again; their products 1.3-2x faster).
+    /// for oneDNN (the matrices' size in memory again; products of three or more rows, and of
+    /// any rows on CPUs without AVX-512 BF16, 1.3-2x faster).
     /// True: no such copy (default false; also for callers built with the older 12-byte size).
     pub skip_reorder: bool,
     /// Must be zero.

@@ -363,7 +363,7 @@ impl Model {
         self.reordered_bytes
     }
 
-    /// `x @ W^T (+ bias)` for a product weight, through oneDNN where `packed::pack` took it.
+    /// `x @ W^T (+ bias)` for a product weight, through the kernel `product::linear` picks.
     fn product(&self, x: &Tensor, key: PieceKey, bias: Option<&Tensor>) -> TchResult<Tensor> {
         let packed = self.packed.get(key).map(|p| &p.tensor);
         linear(x, self.param_at(key)?, packed, bias)

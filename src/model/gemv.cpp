@@ -5,8 +5,8 @@
 // project's machine interleaving four rows ran 1.4x slower), with AVX-512 (float32) or
 // AVX-512 BF16 (bfloat16, `vdpbf16ps`) and float32 sums. Threads come from libtorch's OpenMP
 // pool (`at::parallel_for`), the one its own kernels use, so none compete for the cores.
-// Where the CPU lacks those instructions, `mc_gemv_supported` says so and the caller keeps
-// libtorch.
+// Where the CPU lacks those instructions, or the build lacks OpenMP, `mc_gemv_supported` says so
+// and the caller keeps libtorch.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -89,7 +89,12 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void rows_bf16(
   }
 }
 
+// Without OpenMP (a libtorch that ships no libgomp) `at::parallel_for` would run the kernels on
+// one thread, slower than libtorch's own multi-threaded products: then they are not used.
 bool supported(bool bf16) {
+#ifndef _OPENMP
+  return false;
+#endif
   static const bool f32 = __builtin_cpu_supports("avx512f");
   static const bool bf = f32 && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512bf16");
@@ -146,6 +151,12 @@ at::Tensor gemv(const at::Tensor &x, const at::Tensor &w, const at::Tensor *bias
 }  // namespace
 
 extern "C" {
+
+// The message of this thread's last failed C++ call (`guarded.h`), for `cpp.rs`.
+const char *mc_cpp_last_error() { return mc::last_error.c_str(); }
+
+// The most rows of `x` `mc_gemv` takes.
+int64_t mc_gemv_max_rows() { return MAX_ROWS; }
 
 // Whether this CPU has the kernels for float32 (`bf16` 0) or bfloat16 (`bf16` 1) matrices.
 int mc_gemv_supported(int bf16) { return supported(bf16 != 0) ? 1 : 0; }

@@ -1,5 +1,5 @@
 // The one way a C++ entry point of this crate reports failure: a null result, and the exception's
-// message in a thread-local string the Rust side reads (`mc_packed_last_error`).
+// message in a thread-local string the Rust side reads (`mc_cpp_last_error`, gemv.cpp; `cpp.rs`).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -27,8 +27,6 @@ at::Tensor call(const char *name, std::vector<c10::IValue> stack) {
 
 extern "C" {
 
-const char *mc_packed_last_error() { return mc::last_error.c_str(); }
-
 // `w` [out, in] reordered for products of about `rows` rows.
 at::Tensor *mc_packed_reorder(const at::Tensor *w, int64_t rows) {
   return guarded([&] {

@@ -3,32 +3,15 @@
 //! oneDNN's own layout (libtorch's `linear` reorders a bfloat16 weight on every call; measured
 //! here, 2 threads, AMX: a GPT-2-small MLP matrix times one row 0.056 ms instead of 0.12 ms,
 //! the unembedding 2.1 ms instead of 4.0 ms), float32 matrices as they are.
-use std::ffi::{c_char, c_void, CStr};
+use crate::model::cpp::{over_rows, owned, raw};
+use std::ffi::c_void;
 use tch::{Device, Kind, TchError, Tensor};
 
 type TchResult<T> = std::result::Result<T, TchError>;
 
 extern "C" {
-    fn mc_packed_last_error() -> *const c_char;
     fn mc_packed_reorder(w: *const c_void, rows: i64) -> *mut c_void;
     fn mc_packed_linear(x: *const c_void, w: *const c_void, bias: *const c_void) -> *mut c_void;
-}
-
-/// Takes ownership of a tensor the C++ half (`packed.cpp`, `gemv.cpp`) allocated, or its
-/// error (`guarded.h`).
-pub(crate) fn owned(t: *mut c_void) -> TchResult<Tensor> {
-    if t.is_null() {
-        // SAFETY: the message is a NUL-terminated string owned by this thread's C++ side.
-        let m = unsafe { CStr::from_ptr(mc_packed_last_error()) };
-        return Err(TchError::Torch(m.to_string_lossy().into_owned()));
-    }
-    // SAFETY: a non-null result is a heap `at::Tensor` that nothing else owns, which is
-    // what tch's handle is and frees.
-    Ok(unsafe { Tensor::from_ptr(t.cast()) })
-}
-
-pub(crate) fn raw(t: &Tensor) -> *const c_void {
-    t.as_ptr().cast()
 }
 
 /// How oneDNN multiplies a weight matrix, where it does.
@@ -36,8 +19,8 @@ pub enum Packed {
     /// bfloat16: a copy reordered into oneDNN's blocked layout (what AMX kernels read).
     Reordered(Tensor),
     /// float32: the matrix as it is. oneDNN's float32 product beats MKL's `linear` by
-    /// 1.1-2.7x at 1-8 rows (GPT-2 small's shapes, 2 threads; `product` still takes its
-    /// matrix path below three rows), and reorders all of those matrices but the vocabulary
+    /// 1.1-2.7x at 1-8 rows (GPT-2 small's shapes, 2 threads; `product` takes it from three
+    /// rows), and reorders all of those matrices but the vocabulary
     /// one into the plain layout they already have, so a copy would gain little (the
     /// vocabulary matrix 1.1-1.4x at 1-8 rows) for its memory.
     Plain,
@@ -80,15 +63,11 @@ pub fn pack(w: &Tensor, reorder: bool) -> Option<Packed> {
 /// `x @ w^T + bias` over the last axis of `x` through oneDNN, with `packed` the reordered copy
 /// or the plain matrix (`pack`; `out` rows of `w`).
 pub fn linear(x: &Tensor, packed: &Tensor, out: i64, bias: Option<&Tensor>) -> TchResult<Tensor> {
-    let mut shape = x.size();
-    let inner = shape.last().copied().unwrap_or(0);
-    let rows = x.f_reshape([-1, inner])?.f_contiguous()?;
     let b = bias.map_or(std::ptr::null(), raw);
-    let y = owned(unsafe { mc_packed_linear(raw(&rows), raw(packed), b) })?;
-    if let Some(last) = shape.last_mut() {
-        *last = out;
-    }
-    y.f_view(shape.as_slice())
+    // SAFETY: live tensors borrowed for the call; the C++ side catches its exceptions.
+    over_rows(x, out, |rows| unsafe {
+        mc_packed_linear(rows, raw(packed), b)
+    })
 }
 
 #[cfg(test)]

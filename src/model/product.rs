@@ -37,8 +37,8 @@ fn rows(x: &Tensor) -> i64 {
     }
 }
 
-/// The fewest float32 rows oneDNN multiplies; fewer take the matrix path, which decodes
-/// faster there (measured, GPT-2 small, 2 threads: 128 tokens at batch 1 in 2.6 s against 3.2
+/// The fewest float32 rows oneDNN multiplies; fewer take the few-row kernels or, without
+/// them, the matrix path, which decodes faster there than oneDNN (measured, GPT-2 small, 2 threads: 128 tokens at batch 1 in 2.6 s against 3.2
 /// s, batch 2 81-88 tokens/s against 69-75; batch 4 even; batch 8 oneDNN 1.3x faster).
 const ONEDNN_MIN_ROWS_F32: i64 = 3;
 
@@ -61,7 +61,7 @@ pub fn linear(
     bias: Option<&Tensor>,
 ) -> TchResult<Tensor> {
     let fast = |x: &Tensor| match packed.filter(|_| takes_onednn(x)) {
-        _ if gemv::takes(x, w) => Some(gemv::linear(x, w, bias)),
+        _ if gemv::takes(x, rows(x), w, bias) => Some(gemv::linear(x, w, bias)),
         Some(p) => Some(crate::model::packed::linear(x, p, w.size()[0], bias)),
         None => None,
     };
@@ -120,7 +120,7 @@ mod tests {
             let x = Tensor::randn(shape.as_slice(), (Kind::Float, Device::Cpu));
             assert!(takes_matrix_path(&x, &w));
             for bias in [None, Some(&b)] {
-                let got = linear(&x, &w, None, bias).unwrap();
+                let got = dense(&x, &w, bias).unwrap();
                 let want = x.linear(&w, bias);
                 assert_eq!(got.size(), want.size());
                 let d = (got - want).abs().max().double_value(&[]);
@@ -147,6 +147,8 @@ mod tests {
             let w = Tensor::randn([9, 40], (kind, Device::Cpu));
             let b = Tensor::randn([9], (kind, Device::Cpu));
             let x = Tensor::randn([1, 1, 40], (kind, Device::Cpu));
+            let fast = gemv::takes(&x, 1, &w, Some(&b));
+            assert_eq!(fast, gemv::available(kind), "{kind:?}: the few-row kernel");
             let plain = linear(&x, &w, None, Some(&b)).unwrap();
             let xg = x.copy().set_requires_grad(true);
             let y = linear(&xg, &w, None, Some(&b)).unwrap();
