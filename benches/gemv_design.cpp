@@ -26,39 +26,36 @@ struct Mat {
   void *w;
 };
 
-template <int R>
-void rows_bf16(const Mat &m, const uint16_t *x, float *y) {
-#pragma omp parallel
-  {
-    int nt = omp_get_num_threads(), t = omp_get_thread_num(), per = (m.out + nt - 1) / nt;
-    int j0 = t * per, j1 = std::min(m.out, j0 + per);
-    for (int j = j0; j < j1; j++) {
-      const uint16_t *w = (const uint16_t *)m.w + (size_t)j * m.in;
-      __m512 a[R];
-      for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
-      for (int k = 0; k < m.in; k += 32) {
-        __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);
-        for (int r = 0; r < R; r++)
-          a[r] = _mm512_dpbf16_ps(a[r], wv, (__m512bh)_mm512_loadu_si512(x + r * m.in + k));
-      }
-      for (int r = 0; r < R; r++) y[r * m.out + j] = _mm512_reduce_add_ps(a[r]);
-    }
-  }
-}
+// What differs between the dtypes: elements per 64-byte load, the load, the multiply-add.
+struct Bf16 {
+  using T = uint16_t;
+  using V = __m512bh;
+  static constexpr int width = 32;
+  static V load(const T *p) { return (V)_mm512_loadu_si512(p); }
+  static __m512 madd(__m512 acc, V w, V x) { return _mm512_dpbf16_ps(acc, w, x); }
+};
+struct F32 {
+  using T = float;
+  using V = __m512;
+  static constexpr int width = 16;
+  static V load(const T *p) { return _mm512_loadu_ps(p); }
+  static __m512 madd(__m512 acc, V w, V x) { return _mm512_fmadd_ps(w, x, acc); }
+};
 
-template <int R>
-void rows_f32(const Mat &m, const float *x, float *y) {
+// One matrix row at a time, R rows of x, one accumulator each (the library's kernel).
+template <class D, int R>
+void rows(const Mat &m, const typename D::T *x, float *y) {
 #pragma omp parallel
   {
     int nt = omp_get_num_threads(), t = omp_get_thread_num(), per = (m.out + nt - 1) / nt;
     int j0 = t * per, j1 = std::min(m.out, j0 + per);
     for (int j = j0; j < j1; j++) {
-      const float *w = (const float *)m.w + (size_t)j * m.in;
+      const typename D::T *w = (const typename D::T *)m.w + (size_t)j * m.in;
       __m512 a[R];
       for (int r = 0; r < R; r++) a[r] = _mm512_setzero_ps();
-      for (int k = 0; k < m.in; k += 16) {
-        __m512 wv = _mm512_loadu_ps(w + k);
-        for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + r * m.in + k), a[r]);
+      for (int k = 0; k < m.in; k += D::width) {
+        typename D::V wv = D::load(w + k);
+        for (int r = 0; r < R; r++) a[r] = D::madd(a[r], wv, D::load(x + r * m.in + k));
       }
       for (int r = 0; r < R; r++) y[r * m.out + j] = _mm512_reduce_add_ps(a[r]);
     }
@@ -140,8 +137,8 @@ int main() {
     printf("bf16 four rows interleaved, R=1: %.2f ms\n", ms([&] { for (auto &m : bf) four_bf16(m, xb.data(), y.data()); }));
 #define ROWS(R)                                                                                \
   printf("rows R=%d: bf16 %.2f ms, f32 %.2f ms\n", R,                                          \
-         ms([&] { for (auto &m : bf) rows_bf16<R>(m, xb.data(), y.data()); }),                \
-         ms([&] { for (auto &m : f32) rows_f32<R>(m, x.data(), y.data()); }));
+         ms([&] { for (auto &m : bf) rows<Bf16, R>(m, xb.data(), y.data()); }),               \
+         ms([&] { for (auto &m : f32) rows<F32, R>(m, x.data(), y.data()); }));
     ROWS(1) ROWS(2) ROWS(4) ROWS(8)
   }
   return 0;

@@ -101,9 +101,13 @@ bool supported(bool bf16) {
   return bf16 ? bf : f32;
 }
 
-// One block of output rows [j0, j1) of every row of x, by dtype and row count.
-template <class T, class Kernel1, class Kernel2>
-void run(Kernel1 one, Kernel2 two, const at::Tensor &x, const at::Tensor &w, const T *bias,
+// A kernel over output rows [j0, j1): (w, x, bias, in, out, j0, j1, y).
+template <class T>
+using Kernel = void (*)(const T *, const T *, const T *, int64_t, int64_t, int64_t, int64_t, T *);
+
+// Every row of x times w on libtorch's threads, each a block of output rows, by row count.
+template <class T>
+void run(Kernel<T> one, Kernel<T> two, const at::Tensor &x, const at::Tensor &w, const T *bias,
          at::Tensor &y) {
   const int64_t rows = x.size(0), in = x.size(1), out = w.size(0);
   const T *wp = w.const_data_ptr<T>(), *xp = x.const_data_ptr<T>();

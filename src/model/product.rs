@@ -60,10 +60,12 @@ pub fn linear(
     packed: Option<&Tensor>,
     bias: Option<&Tensor>,
 ) -> TchResult<Tensor> {
-    let fast = |x: &Tensor| match packed.filter(|_| takes_onednn(x)) {
-        _ if gemv::takes(x, rows(x), w, bias) => Some(gemv::linear(x, w, bias)),
-        Some(p) => Some(crate::model::packed::linear(x, p, w.size()[0], bias)),
-        None => None,
+    let fast = |x: &Tensor| {
+        if gemv::takes(x, rows(x), w, bias) {
+            return Some(gemv::linear(x, w, bias));
+        }
+        let p = packed.filter(|_| takes_onednn(x))?;
+        Some(crate::model::packed::linear(x, p, w.size()[0], bias))
     };
     if !x.requires_grad() {
         return fast(x).unwrap_or_else(|| dense(x, w, bias));
