@@ -57,14 +57,14 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-ltorch_cuda,--pop-state");
     }
     println!("cargo:rustc-env=MC_LIBTORCH_LIB={}", lib.display());
-    compile_packed(&lib);
+    compile_cpp(&lib);
 }
 
 /// The C++ half of the model (`src/model/*.cpp`: oneDNN's operators, the few-row products),
 /// against the headers of the libtorch being linked. With OpenMP (`-fopenmp`, libtorch's own
 /// libgomp linked by name) where libtorch ships one, so `at::parallel_for` shares libtorch's
-/// thread pool; elsewhere those loops run on one thread.
-fn compile_packed(lib: &Path) {
+/// thread pool; elsewhere the few-row kernels are off (`gemv.cpp`).
+fn compile_cpp(lib: &Path) {
     let sources = ["src/model/packed.cpp", "src/model/gemv.cpp"];
     println!("cargo:rerun-if-changed=src/model/guarded.h");
     let root = lib.parent().unwrap_or(lib);
